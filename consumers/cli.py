@@ -1,0 +1,170 @@
+"""`streamrec` command line: services, topics, generate, publish, train, recommend, demo, config.
+
+Heavy imports (TensorFlow, Kafka clients) happen inside the subcommand that needs them, so
+`streamrec --help` and `streamrec recommend` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from streamrec.consumers.config import Config, settings
+from streamrec.model.config import ConfigError
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("kafka", "urllib3", "matplotlib", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def cmd_services(args: argparse.Namespace, cfg: Config) -> int:
+    from streamrec.streaming import services
+
+    return services.main([args.action], cfg.services)
+
+
+def cmd_topics(args: argparse.Namespace, cfg: Config) -> int:
+    from streamrec.streaming.admin import create_topics
+
+    k = cfg.kafka
+    create_topics(
+        k.bootstrap,
+        {k.events_topic: k.partitions, k.dlq_topic: 1, k.items_topic: 1, k.users_topic: 1},
+        compacted={k.items_topic, k.users_topic},
+    )
+    print(
+        f"topics ready on {k.bootstrap}: {k.events_topic} ({k.partitions} partitions), "
+        f"{k.dlq_topic}, {k.items_topic}, {k.users_topic}"
+    )
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace, cfg: Config) -> int:
+    from streamrec.streaming import synthetic
+
+    return synthetic.main(args.rest)
+
+
+def cmd_publish(args: argparse.Namespace, cfg: Config) -> int:
+    from streamrec.streaming import kafka_io
+    from streamrec.streaming.synthetic import SyntheticConfig, SyntheticStream, read_jsonl
+
+    producer = kafka_io.make_producer(cfg.kafka)
+    try:
+        if args.file:
+            n = kafka_io.publish(
+                producer, cfg.kafka.events_topic, read_jsonl(args.file), progress=True
+            )
+        else:
+            stream = SyntheticStream(SyntheticConfig(seed=args.seed, n_events=args.synthetic))
+            n = kafka_io.publish(
+                producer,
+                cfg.kafka.events_topic,
+                stream.events(),
+                progress=True,
+                total=args.synthetic,
+            )
+    finally:
+        producer.close()
+    print(f"published {n} events to {cfg.kafka.events_topic}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, cfg: Config) -> int:
+    from streamrec.consumers import trainer
+
+    return trainer.main(cfg)
+
+
+def cmd_recommend(args: argparse.Namespace, cfg: Config) -> int:
+    from streamrec.streaming.client import Recommender
+    from streamrec.streaming.store import connect
+
+    rec = Recommender(connect(cfg.redis), prefix=cfg.redis.prefix)
+    out = rec.recommend(args.user, k=args.k)
+    print(f"user {out.user} ({out.source}):")
+    for rank, (item, score) in enumerate(out.pairs(), 1):
+        print(f"  {rank:>2}. {item:<20} {score:8.4f}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, cfg: Config) -> int:
+    from streamrec.consumers import demo
+
+    return demo.main(cfg, events=args.events, seed=args.seed, local_services=not args.no_services)
+
+
+def cmd_config(args: argparse.Namespace, cfg: Config) -> int:
+    print("| variable | default | type |")
+    print("|---|---|---|")
+    for name, default, tp in settings():
+        if isinstance(default, dict):
+            default = ",".join(f"{k}={v:g}" for k, v in default.items())
+        print(f"| `{name}` | `{default}` | {tp} |")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamrec", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("services", help="install/start/stop the local Kafka and Redis")
+    s.add_argument("action", choices=["up", "down", "status"])
+    s.set_defaults(func=cmd_services)
+
+    s = sub.add_parser("topics", help="create the Kafka topics (idempotent)")
+    s.set_defaults(func=cmd_topics)
+
+    s = sub.add_parser("generate", help="write a synthetic event log (JSONL)")
+    s.add_argument("rest", nargs=argparse.REMAINDER, help="options of the generator (--help)")
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("publish", help="publish events to Kafka (a JSONL file or synthetic)")
+    s.add_argument("file", nargs="?", help="JSONL event log; omit for a synthetic stream")
+    s.add_argument("--synthetic", type=int, default=100_000, help="synthetic events to send")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_publish)
+
+    s = sub.add_parser("train", help="run the trainer consumer")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("recommend", help="read a user's recommendations from Redis")
+    s.add_argument("--user", required=True)
+    s.add_argument("-k", type=int, default=10)
+    s.set_defaults(func=cmd_recommend)
+
+    s = sub.add_parser("demo", help="services up, publish a stream, learn live, report")
+    s.add_argument("--events", type=int, default=100_000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-services", action="store_true", help="use STREAMREC_* servers, start none")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("config", help="print every STREAMREC_* setting with its default")
+    s.set_defaults(func=cmd_config)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        cfg = Config.from_env()
+    except ConfigError as e:
+        print(f"streamrec: bad configuration: {e}", file=sys.stderr)
+        return 2
+    return int(args.func(args, cfg) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The one process config: every setting, its default, and its `STREAMREC_*` variable.
+
+Each section is a frozen dataclass owned by the layer that uses it (Kafka/Redis/services in
+`streaming.config`, the model in `model.config`, the trainer here). A field `f` of section `s`
+is read from `STREAMREC_<S>_<F>`; for example `KafkaConfig.bootstrap` is
+`STREAMREC_KAFKA_BOOTSTRAP`. Like kafka-python's configs, unknown keys are rejected: a
+misspelt `STREAMREC_*` variable fails at start, naming itself, instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamrec.model.config import ConfigError, ModelConfig
+from streamrec.streaming.config import KafkaConfig, RedisConfig, ServicesConfig
+
+ENV_PREFIX = "STREAMREC_"
+
+
+def _require(cond: bool, setting: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(setting, message)
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    batch_max_events: int = 2048  # a batch closes at this many events ...
+    batch_max_wait_ms: int = 100  # ... or after this long, whichever comes first
+    top_k: int = 20  # recommendations precomputed per touched user
+    seen_max: int = 500  # items remembered per user for exclusion
+    checkpoint_dir: str = ".streamrec/checkpoints"
+    checkpoint_every_events: int = 200_000
+    checkpoint_every_s: float = 300.0
+    stop_when_idle_ms: int = 0  # 0: run forever; >0: exit after this long with nothing new
+    metrics_port: int = 0  # 0: no Prometheus endpoint
+    tf_threads: int = 1  # intra- and inter-op threads; TF's default oversubscribes 2 cores
+    value_abs_max: float = 1e6  # events with |value| above this are dead letters
+    max_ts_skew_ms: int = 24 * 3600 * 1000  # how far past now an event's ts may be
+    max_event_bytes: int = 64 * 1024  # larger records are dead letters (too_large)
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.batch_max_events <= 1_000_000, "batch_max_events", "must be in 1..1e6")
+        _require(self.batch_max_wait_ms >= 1, "batch_max_wait_ms", "must be >= 1")
+        _require(1 <= self.top_k <= 10_000, "top_k", "must be in 1..10000")
+        _require(self.seen_max >= 0, "seen_max", "must be >= 0")
+        _require(bool(self.checkpoint_dir), "checkpoint_dir", "must not be empty")
+        _require(self.checkpoint_every_events >= 1, "checkpoint_every_events", "must be >= 1")
+        _require(
+            math.isfinite(self.checkpoint_every_s) and self.checkpoint_every_s > 0,
+            "checkpoint_every_s",
+            "must be > 0",
+        )
+        _require(self.stop_when_idle_ms >= 0, "stop_when_idle_ms", "must be >= 0")
+        _require(0 <= self.metrics_port <= 65535, "metrics_port", "must be in 0..65535")
+        _require(1 <= self.tf_threads <= 64, "tf_threads", "must be in 1..64")
+        _require(
+            math.isfinite(self.value_abs_max) and self.value_abs_max > 0,
+            "value_abs_max",
+            "must be > 0",
+        )
+        _require(self.max_ts_skew_ms >= 0, "max_ts_skew_ms", "must be >= 0")
+        _require(self.max_event_bytes >= 256, "max_event_bytes", "must be >= 256")
+
+
+@dataclass(frozen=True)
+class Config:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    services: ServicesConfig = field(default_factory=ServicesConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Read every `STREAMREC_*` variable; `overrides` (section -> {field: value}) win."""
+        env = os.environ if environ is None else environ
+        known = {name for name, _, _ in settings()}
+        unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
+        if unknown:
+            raise ConfigError(
+                unknown[0],
+                "unknown setting (see README's configuration table); "
+                f"all unknown: {', '.join(unknown)}",
+            )
+        sections: dict[str, Any] = {}
+        for sec in dataclasses.fields(cls):
+            sec_type = _section_types()[sec.name]
+            hints = typing.get_type_hints(sec_type)
+            values: dict[str, Any] = {}
+            for f in dataclasses.fields(sec_type):
+                var = env_name(sec.name, f.name)
+                if var in env:
+                    values[f.name] = _parse(env[var], hints[f.name], var)
+            values.update(overrides.get(sec.name, {}))
+            try:
+                sections[sec.name] = sec_type(**values)
+            except ConfigError as e:
+                raise ConfigError(env_name(sec.name, e.setting), e.message) from None
+        return cls(**sections)
+
+    def replace(self, **sections: Mapping[str, Any]) -> Config:
+        """A copy with some fields of some sections changed, validated again."""
+        new: dict[str, Any] = {}
+        for name, changes in sections.items():
+            try:
+                new[name] = dataclasses.replace(getattr(self, name), **changes)
+            except ConfigError as e:
+                raise ConfigError(env_name(name, e.setting), e.message) from None
+        return dataclasses.replace(self, **new)
+
+
+def env_name(section: str, field_name: str) -> str:
+    return f"{ENV_PREFIX}{section}_{field_name}".upper()
+
+
+def _section_types() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def settings() -> list[tuple[str, Any, str]]:
+    """(variable, default, type) of every setting, for the README table and `streamrec config`."""
+    out: list[tuple[str, Any, str]] = []
+    for sec_name, sec_type in _section_types().items():
+        hints = typing.get_type_hints(sec_type)
+        default = sec_type()
+        for f in dataclasses.fields(sec_type):
+            out.append(
+                (env_name(sec_name, f.name), getattr(default, f.name), _type_name(hints[f.name]))
+            )
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is dict:
+        return "map"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _parse(raw: str, tp: Any, var: str) -> Any:
+    text = raw.strip()
+    try:
+        if tp is bool:
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true/false")
+        if tp is int:
+            return int(text)
+        if tp is float:
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError("must be finite")
+            return value
+        if tp is str:
+            return text
+        if typing.get_origin(tp) is dict:
+            # "view=1,click=2.5": the whole map, not a patch of the default.
+            out: dict[str, float] = {}
+            for part in filter(None, (p.strip() for p in text.split(","))):
+                key, sep, val = part.partition("=")
+                if not sep or not key.strip():
+                    raise ValueError(f"expected name=number pairs, got {part!r}")
+                out[key.strip()] = float(val)
+            return out
+    except ValueError as e:
+        raise ConfigError(var, f"cannot parse {raw!r}: {e}") from None
+    raise ConfigError(var, f"unsupported setting type {tp!r}")

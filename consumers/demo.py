@@ -1,0 +1,237 @@
+"""The main job of README command 1: servers up, a stream published, the model learning
+live, recommendations read back from Redis, a short report with a plot.
+
+The demo uses its own topics, consumer group, Redis prefix and checkpoint folder and resets
+them first, so a rerun starts from the same point and never touches real `streamrec.*` data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from streamrec.consumers.config import Config
+
+log = logging.getLogger("streamrec.demo")
+
+DEMO = {
+    "kafka": {
+        "events_topic": "streamrec.demo.events",
+        "dlq_topic": "streamrec.demo.events.dlq",
+        "items_topic": "streamrec.demo.items",
+        "users_topic": "streamrec.demo.users",
+        "group_id": "streamrec-demo",
+    },
+    "redis": {"prefix": "srdemo:"},
+}
+
+
+def demo_config(cfg: Config, home: Path) -> Config:
+    return cfg.replace(
+        kafka=DEMO["kafka"],
+        redis=DEMO["redis"],
+        trainer={"checkpoint_dir": str(home / "checkpoints"), "stop_when_idle_ms": 0},
+    )
+
+
+def reset(cfg: Config, home: Path) -> None:
+    """Delete the demo's topics, Redis keys and checkpoints (SCAN, never KEYS)."""
+    from kafka.admin import KafkaAdminClient
+
+    k = cfg.kafka
+    admin = KafkaAdminClient(bootstrap_servers=k.bootstrap.split(","))
+    try:
+        existing = set(admin.list_topics())
+        doomed = [
+            t for t in (k.events_topic, k.dlq_topic, k.items_topic, k.users_topic) if t in existing
+        ]
+        if doomed:
+            admin.delete_topics(doomed, timeout_ms=30_000)
+            deadline = time.monotonic() + 30
+            while set(admin.list_topics()) & set(doomed) and time.monotonic() < deadline:
+                time.sleep(0.2)
+    finally:
+        admin.close()
+    from streamrec.streaming.store import connect
+
+    r = connect(cfg.redis)
+    batch: list[bytes] = []
+    for key in r.scan_iter(match=cfg.redis.prefix + "*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            r.delete(*batch)
+            batch.clear()
+    if batch:
+        r.delete(*batch)
+    shutil.rmtree(home / "checkpoints", ignore_errors=True)
+
+
+def _end_offsets(cfg: Config) -> dict[str, int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap.split(","))
+    try:
+        parts = c.partitions_for_topic(cfg.kafka.events_topic) or set()
+        tps = [TopicPartition(cfg.kafka.events_topic, p) for p in parts]
+        return {f"{tp.topic}:{tp.partition}": off for tp, off in c.end_offsets(tps).items()}
+    finally:
+        c.close()
+
+
+def main(cfg: Config, events: int = 100_000, seed: int = 0, local_services: bool = True) -> int:
+    from tqdm import tqdm
+
+    from streamrec.consumers.trainer import Trainer
+    from streamrec.streaming import kafka_io
+    from streamrec.streaming.admin import create_topics
+    from streamrec.streaming.client import Recommender
+    from streamrec.streaming.synthetic import SyntheticConfig, SyntheticStream
+
+    t_start = time.monotonic()
+    home = Path(cfg.services.home) / "demo"
+    out_dir = Path("reports") / "demo"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if local_services:
+        from streamrec.streaming import services
+
+        services.up(cfg.services)
+    dcfg = demo_config(cfg, home)
+    reset(dcfg, home)
+    k = dcfg.kafka
+    create_topics(
+        k.bootstrap,
+        {k.events_topic: k.partitions, k.dlq_topic: 1, k.items_topic: 1, k.users_topic: 1},
+        compacted={k.items_topic, k.users_topic},
+    )
+    stream = SyntheticStream(SyntheticConfig(seed=seed, n_events=events))
+
+    published = threading.Event()
+    pub_error: list[BaseException] = []
+
+    def publish() -> None:
+        producer = kafka_io.make_producer(k)
+        try:
+            kafka_io.publish(producer, k.events_topic, stream.events())
+        except BaseException as e:  # surfaced in the main thread
+            pub_error.append(e)
+        finally:
+            producer.close()
+            published.set()
+
+    timeline: list[dict[str, Any]] = []
+    bar = tqdm(total=events, unit="ev", desc="learned", mininterval=0.5)
+    end: dict[str, int] = {}
+    trainer: Trainer
+
+    def on_batch(stats: Any) -> None:
+        bar.update(stats.events + stats.dead_letters - bar.n)
+        timeline.append(
+            {"t": time.monotonic() - t_learn, "events": stats.events, "loss": stats.last_loss}
+        )
+        if published.is_set() and not end:
+            end.update(_end_offsets(dcfg))
+        if end and all(trainer.model_offsets.get(f, 0) >= off for f, off in end.items()):
+            trainer.stop()
+
+    trainer = Trainer(dcfg, on_batch=on_batch)
+    pub = threading.Thread(target=publish, name="publisher", daemon=True)
+    t_learn = time.monotonic()
+    pub.start()
+    stats = trainer.run()
+    bar.close()
+    pub.join()
+    if pub_error:
+        raise RuntimeError("publishing failed") from pub_error[0]
+    learn_s = time.monotonic() - t_learn
+
+    from streamrec.streaming.store import connect
+
+    client = Recommender(connect(dcfg.redis), prefix=dcfg.redis.prefix)
+    users = _sample_users(stream, 3)
+    samples = []
+    for u in users:
+        recs = client.recommend(u, k=5)
+        liked = set(stream.preferred_genres(u))
+        genres = [str(stream.item_features(i).get("genre")) for i in recs.items]
+        samples.append(
+            {
+                "user": u,
+                "source": recs.source,
+                "items": recs.pairs(),
+                "item_genres": genres,
+                "preferred_genres": sorted(liked),
+            }
+        )
+    cold = client.recommend("new-user-without-history", k=5)
+
+    report = {
+        "events_published": events,
+        "events_learned": stats.events,
+        "dead_letters": stats.dead_letters,
+        "batches": stats.batches,
+        "skipped_nonfinite_batches": stats.skipped_nonfinite,
+        "learn_seconds": round(learn_s, 2),
+        "events_per_second": round(stats.events / learn_s, 1),
+        "total_seconds": round(time.monotonic() - t_start, 1),
+        "samples": samples,
+        "cold_user": {"source": cold.source, "items": cold.pairs()},
+    }
+    plot = _plot(timeline, out_dir / "demo.png")
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    _print_report(report, plot)
+    return 0
+
+
+def _sample_users(stream: Any, n: int) -> list[str]:
+    ids = stream.user_ids[: max(n * 10, n)]
+    return ids[:: max(len(ids) // n, 1)][:n]
+
+
+def _plot(timeline: list[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [p["t"] for p in timeline]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a1.plot(t, [p["events"] for p in timeline], color="tab:blue")
+    a1.set_xlabel("seconds since start")
+    a1.set_ylabel("events learned")
+    a1.set_title("Learning live from Kafka")
+    a2.plot([p["events"] for p in timeline], [p["loss"] for p in timeline], color="tab:red")
+    a2.set_xlabel("events learned")
+    a2.set_ylabel("batch loss")
+    a2.set_title("Training loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _print_report(r: dict[str, Any], plot: Path) -> None:
+    print()
+    print("streamrec demo report")
+    print("=====================")
+    print(f"events published       {r['events_published']:>10,}")
+    print(f"events learned         {r['events_learned']:>10,}")
+    print(f"dead letters           {r['dead_letters']:>10,}")
+    print(f"batches                {r['batches']:>10,}")
+    print(f"learning time          {r['learn_seconds']:>10.1f} s")
+    print(f"throughput             {r['events_per_second']:>10,.0f} events/s (publish+learn+Redis)")
+    print(f"total wall time        {r['total_seconds']:>10.1f} s")
+    print()
+    print("recommendations read back from Redis (top 5):")
+    for s in r["samples"]:
+        print(f"  {s['user']} likes genres {', '.join(s['preferred_genres'])}  [{s['source']}]")
+        for (item, score), genre in zip(s["items"], s["item_genres"], strict=True):
+            print(f"      {item:<10} {score:8.3f}  genre {genre}")
+    c = r["cold_user"]
+    print(f"  a new user with no history [{c['source']}]: {', '.join(i for i, _ in c['items'])}")
+    print()
+    print(f"plot: {plot}   report: {plot.parent / 'report.json'}")

@@ -1,0 +1,432 @@
+"""The trainer: Kafka events in, one TF mini-batch step per batch, the new state out to Redis.
+
+Loop: poll until a batch closes (N events or T ms), parse (bad records -> dead-letter topic,
+acknowledged first), learn, write every changed row in one fenced Redis transaction together
+with the next offsets, then commit to Kafka (for lag only; Redis holds the truth), and
+checkpoint the model now and then. Kafka is the log, a checkpoint is a snapshot, Redis a view.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from streamrec.consumers.config import Config
+from streamrec.streaming import kafka_io
+from streamrec.streaming.events import Event, EventRules, Rejected, parse
+from streamrec.streaming.keys import Keys, offset_field
+from streamrec.streaming.store import BatchWrite, ItemRow, RedisStore, UserRow, connect
+
+log = logging.getLogger("streamrec.trainer")
+
+
+def configure_tensorflow(threads: int) -> None:
+    """Pin TF's thread pools before any op runs: its defaults oversubscribe 2 cores next to
+    the Kafka and Redis clients (PITFALLS.md)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # already initialised in this process (tests): keep what is set
+        pass
+
+
+@dataclass
+class TrainerStats:
+    events: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    written_batches: int = 0
+    skipped_nonfinite: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    dead_by_reason: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    last_loss: float = float("nan")
+
+    def rate(self) -> float:
+        return self.events / max(time.monotonic() - self.started_at, 1e-9)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.trainer.on_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.trainer.on_assigned(list(assigned))
+
+
+class Trainer:
+    """One trainer process. Construct, then `run()`; `stop()` (or SIGTERM) ends it cleanly."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        model: Any | None = None,
+        on_batch: Callable[[TrainerStats], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.keys = Keys(cfg.redis.prefix)
+        self.redis = connect(cfg.redis)
+        self.store = RedisStore(self.redis, self.keys, cfg.kafka.group_id)
+        self.rules = EventRules(
+            event_types=frozenset(cfg.model.event_weights),
+            value_abs_max=cfg.trainer.value_abs_max,
+            max_ts_skew_ms=cfg.trainer.max_ts_skew_ms,
+            max_bytes=cfg.trainer.max_event_bytes,
+        )
+        self.ckpt_dir = Path(cfg.trainer.checkpoint_dir) / _safe(
+            cfg.redis.prefix + cfg.kafka.group_id
+        )
+        self.stats = TrainerStats()
+        self.on_batch = on_batch
+        self._stop = threading.Event()
+        # next offset to read, per "topic:partition": what the model has learned / Redis holds
+        self.model_offsets: dict[str, int] = {}
+        self.stored_offsets: dict[str, int] = {}
+        self.user_counts: dict[str, int] = defaultdict(int)
+        self.seen: dict[str, deque[str]] = {}
+        self._events_since_ckpt = 0
+        self._last_ckpt = time.monotonic()
+        self.model = model if model is not None else self._restore_or_new()
+        self.consumer: KafkaConsumer | None = None
+        self.producer: KafkaProducer | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _restore_or_new(self) -> Any:
+        configure_tensorflow(self.cfg.trainer.tf_threads)
+        from streamrec.model.online import OnlineRecommender
+
+        newest = _newest_checkpoint(self.ckpt_dir)
+        if newest is None:
+            log.info("no checkpoint in %s: starting a new model", self.ckpt_dir)
+            return OnlineRecommender(self.cfg.model)
+        model, meta = OnlineRecommender.restore(newest)
+        self.model_offsets = {k: int(v) for k, v in meta.get("offsets", {}).items()}
+        self.user_counts.update({k: int(v) for k, v in meta.get("counts", {}).items()})
+        log.info("restored checkpoint %s (offsets %s)", newest.name, self.model_offsets)
+        return model
+
+    def stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self) -> TrainerStats:
+        from streamrec.streaming.admin import create_topics
+
+        k = self.cfg.kafka
+        create_topics(
+            k.bootstrap,
+            {k.events_topic: k.partitions, k.dlq_topic: 1, k.items_topic: 1, k.users_topic: 1},
+            compacted={k.items_topic, k.users_topic},
+        )
+        self.producer = kafka_io.make_producer(k)
+        self.consumer = kafka_io.make_consumer(k, k.group_id)
+        self.consumer.subscribe([k.events_topic], listener=_Rebalance(self))
+        log.info("trainer started: group %s, topic %s", k.group_id, k.events_topic)
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return self.stats
+
+    def _shutdown(self) -> None:
+        try:
+            if self._events_since_ckpt:
+                self.checkpoint()
+        finally:
+            if self.consumer is not None:
+                self.consumer.close()
+            if self.producer is not None:
+                self.producer.close()
+            log.info(
+                "trainer stopped: %d events, %d dead letters, %d batches, %.0f events/s",
+                self.stats.events,
+                self.stats.dead_letters,
+                self.stats.batches,
+                self.stats.rate(),
+            )
+
+    # -- rebalance ---------------------------------------------------------------------------
+
+    def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Seek to what the model has learned; learn forward to what Redis holds, quietly."""
+        assert self.consumer is not None
+        self.stored_offsets = self.store.read_offsets()
+        for tp in assigned:
+            f = offset_field(tp.topic, tp.partition)
+            if f in self.model_offsets:
+                self.consumer.seek(tp, self.model_offsets[f])
+            else:
+                self.consumer.seek_to_beginning(tp)
+        log.info(
+            "assigned %s; Redis holds offsets %s",
+            sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
+            self.stored_offsets,
+        )
+
+    def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        log.info("revoked %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        assert self.consumer is not None
+        tcfg, kcfg = self.cfg.trainer, self.cfg.kafka
+        batch: list[Any] = []
+        batch_started = 0.0
+        last_record = time.monotonic()
+        last_summary = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            timeout_ms = kcfg.poll_timeout_ms
+            if batch:
+                remaining = tcfg.batch_max_wait_ms - (now - batch_started) * 1000
+                timeout_ms = max(1, min(timeout_ms, int(remaining)))
+            polled = self.consumer.poll(
+                timeout_ms=timeout_ms, max_records=tcfg.batch_max_events - len(batch)
+            )
+            now = time.monotonic()
+            for records in polled.values():
+                if records and not batch:
+                    batch_started = now
+                batch.extend(records)
+                if records:
+                    last_record = now
+            full = len(batch) >= tcfg.batch_max_events
+            due = batch and (now - batch_started) * 1000 >= tcfg.batch_max_wait_ms
+            if full or due:
+                self.process(batch)
+                batch = []
+            if now - last_summary >= 10:
+                last_summary = now
+                log.info(
+                    "%d events (%.0f/s), %d dead letters, loss %.4f",
+                    self.stats.events,
+                    self.stats.rate(),
+                    self.stats.dead_letters,
+                    self.stats.last_loss,
+                )
+            idle_ms = (now - last_record) * 1000
+            idle = tcfg.stop_when_idle_ms and not batch and idle_ms >= tcfg.stop_when_idle_ms
+            if idle and self.consumer.assignment():
+                log.info("no new events for %.1f s: stopping", idle_ms / 1000)
+                break
+        if batch:
+            self.process(batch)
+
+    def process(self, records: Sequence[Any]) -> None:
+        """Parse, dead-letter, learn, write, commit: one batch, in that order."""
+        assert self.producer is not None and self.consumer is not None
+        kcfg = self.cfg.kafka
+        good: list[tuple[Any, Event]] = []
+        dead: list[kafka_io.DeadLetter] = []
+        starts: dict[str, int] = {}
+        ends: dict[str, int] = {}
+        for r in records:
+            f = offset_field(r.topic, r.partition)
+            starts.setdefault(f, r.offset)
+            ends[f] = r.offset + 1
+            res = parse(r.value, self.rules, default_ts=r.timestamp)
+            if isinstance(res, Rejected):
+                dead.append(
+                    kafka_io.DeadLetter(
+                        r.topic,
+                        r.partition,
+                        r.offset,
+                        r.timestamp,
+                        r.key,
+                        r.value,
+                        list(r.headers or []),
+                        res,
+                    )
+                )
+            else:
+                good.append((r, res))
+        if dead:
+            kafka_io.send_dead_letters(self.producer, kcfg.dlq_topic, kcfg.group_id, dead)
+            for d in dead:
+                self.stats.dead_by_reason[d.rejected.reason] += 1
+        events = [e for _, e in good]
+        result = self.model.learn(events)
+        if result.skipped_nonfinite:
+            self.stats.skipped_nonfinite += 1
+        else:
+            self.stats.last_loss = result.loss
+        # Events before the offsets Redis already holds were learned to catch the model up;
+        # only users with newer events get their rows rewritten.
+        fresh = [
+            (r, e)
+            for r, e in good
+            if r.offset >= self.stored_offsets.get(offset_field(r.topic, r.partition), 0)
+        ]
+        for _, e in good:
+            self.user_counts[e.user] += 1
+        write_needed = any(ends[f] > self.stored_offsets.get(f, -1) for f in ends)
+        if write_needed:
+            self._write(fresh, starts, ends, result.version)
+            self.stats.written_batches += 1
+        self.model_offsets.update(ends)
+        self.stats.events += len(good)
+        self.stats.dead_letters += len(dead)
+        self.stats.batches += 1
+        self._events_since_ckpt += len(records)
+        self._commit(ends)
+        self._maybe_checkpoint()
+        if self.on_batch is not None:
+            self.on_batch(self.stats)
+
+    def _write(
+        self,
+        fresh: list[tuple[Any, Event]],
+        starts: dict[str, int],
+        ends: dict[str, int],
+        version: int,
+    ) -> None:
+        tcfg = self.cfg.trainer
+        last: dict[str, tuple[Any, Event]] = {}
+        new_seen: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        for r, e in fresh:
+            last[e.user] = (r, e)
+            new_seen[e.user].append((e.item, e.ts))
+        users = list(last)
+        self._load_seen([u for u in users if u not in self.seen])
+        for u in users:
+            dq = self.seen[u]
+            for item, _ in new_seen[u]:
+                if item in dq:
+                    dq.remove(item)
+                dq.append(item)
+        recs = (
+            self.model.recommend_many(
+                users, tcfg.top_k, exclude={u: set(self.seen[u]) for u in users}
+            )
+            if users
+            else {}
+        )
+        rows: list[UserRow] = []
+        for u in users:
+            uv = self.model.user_vector(u)
+            if uv is None:
+                continue
+            vec, bias = uv
+            r, e = last[u]
+            rows.append(
+                UserRow(
+                    user=u,
+                    vec=vec,
+                    bias=bias,
+                    ts=e.ts,
+                    off=f"{r.partition}:{r.offset}",
+                    recs=recs.get(u, []),
+                    seen=new_seen[u],
+                    count=self.user_counts[u],
+                    features=e.user_features,
+                )
+            )
+        matrix = self.model.item_vectors()
+        touched_items = {e.item for _, e in fresh}
+        index = {item: i for i, item in enumerate(matrix.ids)}
+        items = [
+            ItemRow(item, matrix.vectors[index[item]], float(matrix.biases[index[item]]))
+            for item in touched_items
+            if item in index
+        ]
+        batch = BatchWrite(
+            expected_offsets={f: self.stored_offsets.get(f) for f in ends},
+            new_offsets={f: max(ends[f], self.stored_offsets.get(f, 0)) for f in ends},
+            version=version,
+            users=rows,
+            items=items,
+            matrix=(list(matrix.ids), matrix.vectors, matrix.biases),
+            popularity=self._popularity(touched_items),
+            model_meta={"dim": self.cfg.model.dim, "global_bias": float(self.model.global_bias)},
+            seen_max=tcfg.seen_max,
+        )
+        self.store.write_batch(batch)
+        self.stored_offsets.update(batch.new_offsets)
+
+    def _popularity(self, items: set[str]) -> dict[str | None, list[tuple[str, float]]]:
+        pop = getattr(self.model, "popularity", None)
+        if pop is None or not items:
+            return {}
+        scores = pop.log_scores(items) if hasattr(pop, "log_scores") else {}
+        return {None: sorted(scores.items())} if scores else {}
+
+    def _load_seen(self, users: list[str]) -> None:
+        if not users:
+            return
+        for u, items in self.store.read_seen(users).items():
+            self.seen[u] = deque(items, maxlen=max(self.cfg.trainer.seen_max, 1))
+        for u in users:
+            self.seen.setdefault(u, deque(maxlen=max(self.cfg.trainer.seen_max, 1)))
+
+    def _commit(self, ends: dict[str, int]) -> None:
+        """Kafka's committed offsets are for lag monitoring only: a failure is harmless."""
+        assert self.consumer is not None
+        offsets = {}
+        for f, off in ends.items():
+            topic, _, part = f.rpartition(":")
+            offsets[TopicPartition(topic, int(part))] = OffsetAndMetadata(off, "", -1)
+        try:
+            self.consumer.commit(offsets)
+        except Exception as e:  # a rebalance in progress, a broker blip: lag lags, no loss
+            log.warning("Kafka commit failed (harmless, Redis holds the offsets): %s", e)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def _maybe_checkpoint(self) -> None:
+        t = self.cfg.trainer
+        if (
+            self._events_since_ckpt >= t.checkpoint_every_events
+            or time.monotonic() - self._last_ckpt >= t.checkpoint_every_s
+        ):
+            self.checkpoint()
+
+    def checkpoint(self) -> Path:
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        path = self.ckpt_dir / f"ckpt-{int(time.time() * 1000):015d}"
+        self.model.save(
+            path, metadata={"offsets": dict(self.model_offsets), "counts": dict(self.user_counts)}
+        )
+        for old in sorted(p for p in self.ckpt_dir.glob("ckpt-*") if p.name != path.name)[:-1]:
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+        self._events_since_ckpt = 0
+        self._last_ckpt = time.monotonic()
+        log.info("checkpoint %s (offsets %s)", path.name, self.model_offsets)
+        return path
+
+
+def _newest_checkpoint(folder: Path) -> Path | None:
+    found = sorted(p for p in folder.glob("ckpt-*") if not p.name.endswith(".tmp"))
+    return found[-1] if found else None
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def main(cfg: Config | None = None) -> int:
+    cfg = cfg or Config.from_env()
+    trainer = Trainer(cfg)
+    trainer.install_signal_handlers()
+    trainer.run()
+    return 0

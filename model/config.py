@@ -1,0 +1,146 @@
+"""Hyper-parameters of the online model.
+
+A plain frozen dataclass: `model/` knows nothing about environment variables, Kafka or Redis.
+`streamrec.consumers.config` composes it into the one process config and fills it from
+`STREAMREC_MODEL_*` variables.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "click": 2.0,
+    "add_to_cart": 3.0,
+    "purchase": 4.0,
+    # A rating's sign and weight come from its value (see rating_* below).
+    "rating": 1.0,
+    # Negative weights are explicit negatives: the item is pushed below the user's others.
+    "dislike": -1.0,
+}
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot work; `setting` names the field."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+        self.message = message
+
+
+def _require(cond: bool, setting: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(setting, message)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Model and optimiser settings; every field is documented in README's config table."""
+
+    dim: int = 32
+    learning_rate: float = 0.05
+    optimizer: str = "sgd"  # sgd | adagrad
+    loss: str = "bpr"  # bpr | softmax
+    negatives: int = 64  # negatives shared by the whole mini-batch
+    l2: float = 1e-4
+    init_scale: float = 0.05
+    # Global-norm clip of a batch's gradient at clip_norm * sqrt(events in the batch), i.e. a
+    # bound on the RMS per-event gradient norm, so the same value works at any batch size; 0 = off.
+    clip_norm: float = 1.0
+    seed: int = 0
+    initial_capacity: int = 1024  # rows per table before the first growth
+    feature_hash_buckets: int = 0  # 0: one row per feature value; >0: hash values into buckets
+    event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    rating_positive_min: float = 4.0  # ratings >= this are positives
+    rating_negative_max: float = 2.0  # ratings <= this are explicit negatives
+    popularity_half_life_s: float = 7 * 24 * 3600.0
+    steps_per_batch: int = 1
+    # Share of the shared negatives drawn by recent popularity (the rest uniformly over items).
+    negative_popularity_mix: float = 0.5
+    # Recent positive items remembered for popularity-sampled negatives (a ring buffer).
+    negative_buffer_size: int = 100_000
+    adagrad_initial_accumulator: float = 0.1
+    # User-feature names that get their own popularity segment ("country" -> "country=DE"),
+    # comma-separated; "*": every user feature; "": global popularity only. A string, not a
+    # tuple, so that one STREAMREC_MODEL_POPULARITY_SEGMENTS variable can set it.
+    popularity_segments: str = "*"
+    popularity_max_segments: int = 10_000  # new segments beyond this are not tracked
+    popularity_max_future_s: float = 24 * 3600.0  # timestamps later than now + this are clamped
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.dim <= 4096, "dim", f"must be in 1..4096, got {self.dim}")
+        _require(
+            math.isfinite(self.learning_rate) and self.learning_rate > 0,
+            "learning_rate",
+            f"must be a positive finite number, got {self.learning_rate}",
+        )
+        _require(
+            self.optimizer in ("sgd", "adagrad"),
+            "optimizer",
+            f"must be 'sgd' or 'adagrad', got {self.optimizer!r}",
+        )
+        _require(
+            self.loss in ("bpr", "softmax"), "loss", f"must be 'bpr' or 'softmax', got {self.loss!r}"
+        )
+        _require(1 <= self.negatives <= 100_000, "negatives", "must be in 1..100000")
+        _require(math.isfinite(self.l2) and self.l2 >= 0, "l2", "must be finite and >= 0")
+        _require(
+            math.isfinite(self.init_scale) and self.init_scale > 0, "init_scale", "must be > 0"
+        )
+        _require(math.isfinite(self.clip_norm) and self.clip_norm >= 0, "clip_norm", "must be >= 0")
+        _require(self.initial_capacity >= 1, "initial_capacity", "must be >= 1")
+        _require(self.feature_hash_buckets >= 0, "feature_hash_buckets", "must be >= 0")
+        _require(bool(self.event_weights), "event_weights", "must name at least one event type")
+        for name, w in self.event_weights.items():
+            _require(
+                bool(name) and math.isfinite(w),
+                "event_weights",
+                f"weight of {name!r} must be a finite number, got {w}",
+            )
+        _require(
+            self.rating_negative_max < self.rating_positive_min,
+            "rating_negative_max",
+            "must be below rating_positive_min",
+        )
+        _require(
+            math.isfinite(self.popularity_half_life_s) and self.popularity_half_life_s > 0,
+            "popularity_half_life_s",
+            "must be > 0",
+        )
+        _require(1 <= self.steps_per_batch <= 100, "steps_per_batch", "must be in 1..100")
+        _require(
+            math.isfinite(self.negative_popularity_mix) and 0 <= self.negative_popularity_mix <= 1,
+            "negative_popularity_mix",
+            f"must be in [0, 1], got {self.negative_popularity_mix}",
+        )
+        _require(self.negative_buffer_size >= 1, "negative_buffer_size", "must be >= 1")
+        _require(
+            math.isfinite(self.adagrad_initial_accumulator)
+            and self.adagrad_initial_accumulator > 0,
+            "adagrad_initial_accumulator",
+            "must be a positive finite number",
+        )
+        _require(
+            isinstance(self.popularity_segments, str)
+            and (
+                self.popularity_segments in ("*", "")
+                or all(n.strip() for n in self.popularity_segments.split(","))
+            ),
+            "popularity_segments",
+            f'must be "*", "" or comma-separated feature names, got {self.popularity_segments!r}',
+        )
+        _require(self.popularity_max_segments >= 0, "popularity_max_segments", "must be >= 0")
+        _require(
+            math.isfinite(self.popularity_max_future_s) and self.popularity_max_future_s >= 0,
+            "popularity_max_future_s",
+            "must be finite and >= 0",
+        )
+
+    def segment_features(self) -> frozenset[str] | None:
+        """Feature names with popularity segments; None means every feature name."""
+        if self.popularity_segments == "*":
+            return None
+        return frozenset(n.strip() for n in self.popularity_segments.split(",") if n.strip())

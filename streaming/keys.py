@@ -1,0 +1,80 @@
+"""Redis key layout, shared by the writer (store) and the readers (client).
+
+`{user}` and `{item}` are real Redis Cluster hash tags: every key of one user lands in one slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "sr:"
+
+    def user(self, user: str) -> str:
+        return f"{self.prefix}u:{{{user}}}"
+
+    def item(self, item: str) -> str:
+        return f"{self.prefix}i:{{{item}}}"
+
+    def recs(self, user: str) -> str:
+        return f"{self.prefix}recs:{{{user}}}"
+
+    def seen(self, user: str) -> str:
+        return f"{self.prefix}seen:{{{user}}}"
+
+    def user_features(self, user: str) -> str:
+        return f"{self.prefix}uf:{{{user}}}"
+
+    def item_features(self, item: str) -> str:
+        return f"{self.prefix}if:{{{item}}}"
+
+    def popularity(self, segment: str | None = None) -> str:
+        return f"{self.prefix}pop" if segment is None else f"{self.prefix}pop:{segment}"
+
+    def offsets(self, group: str) -> str:
+        return f"{self.prefix}offsets:{group}"
+
+    @property
+    def items_matrix(self) -> str:
+        return f"{self.prefix}items:matrix"
+
+    @property
+    def items_ids(self) -> str:
+        return f"{self.prefix}items:ids"
+
+    @property
+    def items_bias(self) -> str:
+        return f"{self.prefix}items:bias"
+
+    @property
+    def items_ver(self) -> str:
+        return f"{self.prefix}items:ver"
+
+    @property
+    def model(self) -> str:
+        return f"{self.prefix}model"
+
+
+def encode_vector(vec: np.ndarray) -> bytes:
+    """float32 little-endian, the layout every reader decodes with `decode_vector`."""
+    return np.ascontiguousarray(vec, dtype="<f4").tobytes()
+
+
+def decode_vector(raw: bytes, dim: int | None = None) -> np.ndarray:
+    """Raises ValueError on bytes that cannot be a float32 vector (of `dim`, when given)."""
+    if len(raw) % 4:
+        raise ValueError(f"vector bytes length {len(raw)} is not a multiple of 4")
+    vec = np.frombuffer(raw, dtype="<f4")
+    if dim is not None and vec.shape[0] != dim:
+        raise ValueError(f"vector has {vec.shape[0]} values, expected {dim}")
+    if not np.all(np.isfinite(vec)):
+        raise ValueError("vector holds non-finite values")
+    return vec
+
+
+def offset_field(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"

@@ -1,0 +1,73 @@
+"""The one config: env names, parsing, unknown keys and bad values fail naming the setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamrec.consumers.config import Config, env_name, settings
+from streamrec.model.config import ConfigError
+
+
+def test_defaults_are_valid_and_every_setting_has_a_unique_env_name() -> None:
+    cfg = Config.from_env({})
+    assert cfg.kafka.bootstrap == "127.0.0.1:9092"
+    names = [n for n, _, _ in settings()]
+    assert len(names) == len(set(names))
+    assert "STREAMREC_KAFKA_BOOTSTRAP" in names and "STREAMREC_REDIS_URL" in names
+    assert all(n.startswith("STREAMREC_") and n.isupper() for n in names)
+
+
+def test_values_are_parsed_by_type() -> None:
+    cfg = Config.from_env(
+        {
+            "STREAMREC_KAFKA_BOOTSTRAP": "k1:9092,k2:9092",
+            "STREAMREC_KAFKA_PARTITIONS": "8",
+            "STREAMREC_MODEL_LEARNING_RATE": "0.1",
+            "STREAMREC_MODEL_EVENT_WEIGHTS": "view=1, buy=2.5",
+            "STREAMREC_REDIS_PREFIX": "x:",
+        }
+    )
+    assert cfg.kafka.partitions == 8 and cfg.model.learning_rate == 0.1
+    assert cfg.model.event_weights == {"view": 1.0, "buy": 2.5}
+    assert cfg.redis.prefix == "x:"
+
+
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [
+        ({"STREAMREC_KAFKA_BOOTSTARP": "x:1"}, "STREAMREC_KAFKA_BOOTSTARP"),
+        ({"STREAMREC_KAFKA_BOOTSTRAP": "no-port"}, "STREAMREC_KAFKA_BOOTSTRAP"),
+        ({"STREAMREC_KAFKA_POLL_TIMEOUT_MS": "0"}, "STREAMREC_KAFKA_POLL_TIMEOUT_MS"),
+        ({"STREAMREC_KAFKA_PARTITIONS": "four"}, "STREAMREC_KAFKA_PARTITIONS"),
+        ({"STREAMREC_MODEL_DIM": "0"}, "STREAMREC_MODEL_DIM"),
+        ({"STREAMREC_MODEL_LEARNING_RATE": "nan"}, "STREAMREC_MODEL_LEARNING_RATE"),
+        ({"STREAMREC_MODEL_OPTIMIZER": "adam2"}, "STREAMREC_MODEL_OPTIMIZER"),
+        ({"STREAMREC_MODEL_EVENT_WEIGHTS": "view"}, "STREAMREC_MODEL_EVENT_WEIGHTS"),
+        ({"STREAMREC_REDIS_URL": "http://x"}, "STREAMREC_REDIS_URL"),
+        ({"STREAMREC_SERVICES_REDIS_PORT": "70000"}, "STREAMREC_SERVICES_REDIS_PORT"),
+        ({"STREAMREC_TRAINER_TOP_K": "0"}, "STREAMREC_TRAINER_TOP_K"),
+    ],
+)
+def test_bad_settings_fail_naming_the_variable(env: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_env(env)
+    assert info.value.setting == setting
+    assert setting in str(info.value)
+
+
+def test_replace_validates_and_names_the_variable() -> None:
+    cfg = Config.from_env({})
+    assert cfg.replace(trainer={"top_k": 5}).trainer.top_k == 5
+    with pytest.raises(ConfigError, match="STREAMREC_TRAINER_TOP_K"):
+        cfg.replace(trainer={"top_k": -1})
+    assert env_name("kafka", "bootstrap") == "STREAMREC_KAFKA_BOOTSTRAP"
+
+
+def test_cli_reports_bad_configuration_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamrec.consumers.cli import main
+
+    monkeypatch.setenv("STREAMREC_MODEL_DIM", "-3")
+    assert main(["config"]) == 2
+    assert "STREAMREC_MODEL_DIM" in capsys.readouterr().err
