@@ -22,7 +22,9 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from streamrec.consumers.catalogue import BadCatalogueRecord, CatalogueReader
 from streamrec.consumers.config import Config
+from streamrec.consumers.metrics import TrainerMetrics
 from streamrec.streaming import kafka_io
 from streamrec.streaming.events import Event, EventRules, Rejected, parse
 from streamrec.streaming.keys import Keys, offset_field
@@ -93,6 +95,7 @@ class Trainer:
             cfg.redis.prefix + cfg.kafka.group_id
         )
         self.stats = TrainerStats()
+        self.metrics = TrainerMetrics()
         self.on_batch = on_batch
         self._stop = threading.Event()
         # next offset to read, per "topic:partition": what the model has learned / Redis holds
@@ -105,6 +108,7 @@ class Trainer:
         self.model = model if model is not None else self._restore_or_new()
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
+        self.catalogue: CatalogueReader | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -139,8 +143,17 @@ class Trainer:
             compacted={k.items_topic, k.users_topic},
         )
         self.producer = kafka_io.make_producer(k)
+        self.catalogue = CatalogueReader(k, self.cfg.trainer.max_event_bytes)
+        self.catalogue.start()
+        # Features first: learning a batch before its items' features are known would give
+        # those items id-only updates and recommend catalogue items too late.
+        if not self.catalogue.caught_up.wait(timeout=60):
+            log.warning("catalogue not read to its end after 60 s: starting anyway")
         self.consumer = kafka_io.make_consumer(k, k.group_id)
         self.consumer.subscribe([k.events_topic], listener=_Rebalance(self))
+        if self.cfg.trainer.metrics_port:
+            self.metrics.serve(self.cfg.trainer.metrics_port)
+            log.info("metrics on http://0.0.0.0:%d/metrics", self.cfg.trainer.metrics_port)
         log.info("trainer started: group %s, topic %s", k.group_id, k.events_topic)
         try:
             self._loop()
@@ -153,6 +166,9 @@ class Trainer:
             if self._events_since_ckpt:
                 self.checkpoint()
         finally:
+            if self.catalogue is not None:
+                self.catalogue.stop()
+                self.catalogue.join(timeout=10)
             if self.consumer is not None:
                 self.consumer.close()
             if self.producer is not None:
@@ -213,7 +229,10 @@ class Trainer:
                     last_record = now
             full = len(batch) >= tcfg.batch_max_events
             due = batch and (now - batch_started) * 1000 >= tcfg.batch_max_wait_ms
-            if full or due:
+            if self.catalogue is not None and self.catalogue.error is not None:
+                raise RuntimeError("catalogue reader failed") from self.catalogue.error
+            catalogue_only = not batch and self.catalogue is not None and self.catalogue.pending()
+            if full or due or catalogue_only:
                 self.process(batch)
                 batch = []
             if now - last_summary >= 10:
@@ -236,6 +255,7 @@ class Trainer:
     def process(self, records: Sequence[Any]) -> None:
         """Parse, dead-letter, learn, write, commit: one batch, in that order."""
         assert self.producer is not None and self.consumer is not None
+        t0 = time.perf_counter()
         kcfg = self.cfg.kafka
         good: list[tuple[Any, Event]] = []
         dead: list[kafka_io.DeadLetter] = []
@@ -247,30 +267,28 @@ class Trainer:
             ends[f] = r.offset + 1
             res = parse(r.value, self.rules, default_ts=r.timestamp)
             if isinstance(res, Rejected):
-                dead.append(
-                    kafka_io.DeadLetter(
-                        r.topic,
-                        r.partition,
-                        r.offset,
-                        r.timestamp,
-                        r.key,
-                        r.value,
-                        list(r.headers or []),
-                        res,
-                    )
-                )
+                dead.append(kafka_io.DeadLetter.of(r, res))
             else:
                 good.append((r, res))
+        cat = self._apply_catalogue(dead)
         if dead:
             kafka_io.send_dead_letters(self.producer, kcfg.dlq_topic, kcfg.group_id, dead)
             for d in dead:
                 self.stats.dead_by_reason[d.rejected.reason] += 1
+                self.metrics.dead_letters.labels(d.rejected.reason).inc()
         events = [e for _, e in good]
+        for e in events:  # features given inline are remembered, like catalogue records
+            if e.user_features:
+                self.model.set_user_features(e.user, e.user_features)
+            if e.item_features:
+                self.model.set_item_features(e.item, e.item_features)
         result = self.model.learn(events)
         if result.skipped_nonfinite:
             self.stats.skipped_nonfinite += 1
-        else:
+            self.metrics.skipped.inc()
+        elif events:
             self.stats.last_loss = result.loss
+            self.metrics.loss.set(result.loss)
         # Events before the offsets Redis already holds were learned to catch the model up;
         # only users with newer events get their rows rewritten.
         fresh = [
@@ -281,9 +299,17 @@ class Trainer:
         for _, e in good:
             self.user_counts[e.user] += 1
         write_needed = any(ends[f] > self.stored_offsets.get(f, -1) for f in ends)
-        if write_needed:
-            self._write(fresh, starts, ends, result.version)
+        if write_needed or cat:
+            t_write = time.perf_counter()
+            self._write(fresh, ends, result.version, cat)
+            self.metrics.redis_write_seconds.observe(time.perf_counter() - t_write)
             self.stats.written_batches += 1
+            now_ms = time.time() * 1000
+            newest: dict[str, int] = {}
+            for r, e in fresh:
+                newest[e.user] = r.timestamp
+            for ts in newest.values():
+                self.metrics.freshness_seconds.observe(max(0.0, (now_ms - ts) / 1000))
         self.model_offsets.update(ends)
         self.stats.events += len(good)
         self.stats.dead_letters += len(dead)
@@ -291,15 +317,36 @@ class Trainer:
         self._events_since_ckpt += len(records)
         self._commit(ends)
         self._maybe_checkpoint()
+        self.metrics.events.inc(len(good))
+        self.metrics.batches.inc()
+        self.metrics.batch_size.observe(len(records))
+        self.metrics.batch_seconds.observe(time.perf_counter() - t0)
+        self._update_lag(ends)
         if self.on_batch is not None:
             self.on_batch(self.stats)
+
+    def _apply_catalogue(self, dead: list[kafka_io.DeadLetter]) -> dict[tuple[str, str], Any]:
+        """Hand pending catalogue records to the model; return (kind, id) -> features."""
+        changed: dict[tuple[str, str], Any] = {}
+        if self.catalogue is None:
+            return changed
+        for rec in self.catalogue.drain():
+            if isinstance(rec, BadCatalogueRecord):
+                dead.append(rec.letter)
+                continue
+            if rec.kind == "item":
+                self.model.set_item_features(rec.id, rec.features)
+            else:
+                self.model.set_user_features(rec.id, rec.features)
+            changed[(rec.kind, rec.id)] = rec.features
+        return changed
 
     def _write(
         self,
         fresh: list[tuple[Any, Event]],
-        starts: dict[str, int],
         ends: dict[str, int],
         version: int,
+        catalogue: dict[tuple[str, str], Any],
     ) -> None:
         tcfg = self.cfg.trainer
         last: dict[str, tuple[Any, Event]] = {}
@@ -343,7 +390,7 @@ class Trainer:
                 )
             )
         matrix = self.model.item_vectors()
-        touched_items = {e.item for _, e in fresh}
+        touched_items = {e.item for _, e in fresh} | {i for kind, i in catalogue if kind == "item"}
         index = {item: i for i, item in enumerate(matrix.ids)}
         items = [
             ItemRow(item, matrix.vectors[index[item]], float(matrix.biases[index[item]]))
@@ -358,6 +405,9 @@ class Trainer:
             items=items,
             matrix=(list(matrix.ids), matrix.vectors, matrix.biases),
             popularity=self._popularity(touched_items),
+            user_features={u: f for (kind, u), f in catalogue.items() if kind == "user"},
+            item_features={i: f for (kind, i), f in catalogue.items() if kind == "item"},
+            matrix_version=time.time_ns(),
             model_meta={"dim": self.cfg.model.dim, "global_bias": float(self.model.global_bias)},
             seen_max=tcfg.seen_max,
         )
@@ -370,6 +420,14 @@ class Trainer:
             return {}
         scores = pop.log_scores(items) if hasattr(pop, "log_scores") else {}
         return {None: sorted(scores.items())} if scores else {}
+
+    def _update_lag(self, ends: dict[str, int]) -> None:
+        assert self.consumer is not None
+        for f, off in ends.items():
+            topic, _, part = f.rpartition(":")
+            high = self.consumer.highwater(TopicPartition(topic, int(part)))
+            if high is not None:
+                self.metrics.lag.labels(part).set(max(0, high - off))
 
     def _load_seen(self, users: list[str]) -> None:
         if not users:

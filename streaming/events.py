@@ -264,3 +264,61 @@ def validate(
     if isinstance(itf, Rejected):
         return itf
     return Event(user, item, etype, value, int(ts), uf, itf)
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueRecord:
+    """Side features of one user or item from a compacted catalogue topic.
+
+    `features is None` is a deletion (a tombstone, or an explicit `"features": null`).
+    """
+
+    kind: str  # "user" | "item"
+    id: str
+    features: Features | None
+    ts: int
+
+
+def parse_catalogue(
+    kind: str, key: bytes | None, raw: bytes | None, default_ts: int, max_bytes: int = 64 * 1024
+) -> CatalogueRecord | Rejected:
+    """`{"id": ..., "features": {...}}` keyed by id; the key wins when both are given and
+    disagree would be ambiguous, so that is rejected."""
+    key_id: str | None = None
+    if key is not None:
+        try:
+            key_id = key.decode("utf-8")
+        except UnicodeDecodeError:
+            return Rejected(INVALID_JSON, "catalogue key is not UTF-8", "decode")
+    if raw is None:
+        if not key_id:
+            return Rejected(TOMBSTONE, "catalogue tombstone without a key", "decode")
+        checked = _check_id({"id": key_id}, "id")
+        if isinstance(checked, Rejected):
+            return checked
+        return CatalogueRecord(kind, checked, None, default_ts)
+    if len(raw) > max_bytes:
+        return Rejected(TOO_LARGE, f"{len(raw)} bytes, limit {max_bytes}", "decode")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        return Rejected(INVALID_JSON, str(e)[:500], "decode")
+    if not isinstance(obj, dict):
+        return Rejected(NOT_OBJECT, f"expected a JSON object, got {type(obj).__name__}", "decode")
+    dup = _has_duplicate_keys(raw, obj)
+    if dup is not None:
+        return Rejected(DUPLICATE_KEY, f"duplicate key {dup!r}", "decode")
+    if "id" not in obj and key_id is not None:
+        obj = {**obj, "id": key_id}
+    ident = _check_id(obj, "id")
+    if isinstance(ident, Rejected):
+        return ident
+    if key_id is not None and key_id != ident:
+        return Rejected(WRONG_TYPE, f"key {key_id[:64]!r} differs from id {ident[:64]!r}")
+    feats = parse_features(obj.get("features"), "features")
+    if isinstance(feats, Rejected):
+        return feats
+    ts = obj.get("ts", default_ts)
+    if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
+        return Rejected(WRONG_TYPE, "ts must be a non-negative integer (ms since epoch)")
+    return CatalogueRecord(kind, ident, feats, ts)

@@ -110,6 +110,20 @@ class DeadLetter:
     headers: list[tuple[str, bytes]]
     rejected: Rejected
 
+    @classmethod
+    def of(cls, record: Any, rejected: Rejected) -> DeadLetter:
+        """From a kafka-python ConsumerRecord, keeping its key, value and headers as they are."""
+        return cls(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.timestamp,
+            record.key,
+            record.value,
+            list(record.headers or []),
+            rejected,
+        )
+
 
 def dead_letter_headers(dl: DeadLetter, group: str) -> list[tuple[str, bytes]]:
     """Original headers byte for byte, then ours; the error text is capped at 1 KiB."""

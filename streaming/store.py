@@ -99,6 +99,10 @@ class BatchWrite:
     popularity: dict[str | None, list[tuple[str, float]]] = field(default_factory=dict)
     model_meta: dict[str, Any] = field(default_factory=dict)
     seen_max: int = 500
+    # catalogue side features: id -> features, None deletes them
+    user_features: dict[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    item_features: dict[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    matrix_version: int | None = None  # readers refresh their cached matrix when it changes
 
 
 class RedisStore:
@@ -204,7 +208,16 @@ class RedisStore:
             pipe.set(k.items_ids, orjson.dumps(ids))
             pipe.set(k.items_matrix, encode_vector(vectors))
             pipe.set(k.items_bias, encode_vector(biases))
-            pipe.set(k.items_ver, b.version)
+            pipe.set(k.items_ver, b.version if b.matrix_version is None else b.matrix_version)
+        for key_of, feats in (
+            (k.user_features, b.user_features),
+            (k.item_features, b.item_features),
+        ):
+            for ident, f in feats.items():
+                if f is None:
+                    pipe.delete(key_of(ident))
+                else:
+                    pipe.set(key_of(ident), orjson.dumps(f))
         for segment, scores in b.popularity.items():
             if scores:
                 pipe.zadd(k.popularity(segment), {i: float(s) for i, s in scores})

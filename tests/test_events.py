@@ -116,3 +116,24 @@ def test_integer_ids_are_normalised_even_beyond_int64() -> None:
     assert isinstance(res, Rejected) and res.reason == ev.WRONG_TYPE
     res = p(b'{"user":9223372036854775807,"item":-5,"type":"view"}')
     assert isinstance(res, Event) and res.user == "9223372036854775807" and res.item == "-5"
+
+
+def test_catalogue_records() -> None:
+    from streamrec.streaming.events import CatalogueRecord, parse_catalogue
+
+    ok = parse_catalogue("item", b"i1", b'{"id":"i1","features":{"genre":"g1"}}', 5)
+    assert ok == CatalogueRecord("item", "i1", {"genre": "g1"}, 5)
+    keyed = parse_catalogue("user", b"u1", b'{"features":{"country":"DE"}}', 5)
+    assert isinstance(keyed, CatalogueRecord) and keyed.id == "u1"
+    deletion = parse_catalogue("item", b"i1", None, 5)
+    assert deletion == CatalogueRecord("item", "i1", None, 5)
+    for key, raw, code in [
+        (None, None, ev.TOMBSTONE),
+        (b"i1", b"{", ev.INVALID_JSON),
+        (b"i1", b'{"id":"i2"}', ev.WRONG_TYPE),
+        (None, b'{"features":{}}', ev.MISSING_FIELD),
+        (b"i1", b'{"features":{"genre":7}}', ev.BAD_FEATURES),
+        (b"\xff", b"{}", ev.INVALID_JSON),
+    ]:
+        res = parse_catalogue("item", key, raw, 5)
+        assert isinstance(res, Rejected) and res.reason == code, (key, raw, res)

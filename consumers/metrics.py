@@ -1,0 +1,56 @@
+"""Prometheus metrics of the trainer (prometheus-client), served when a port is configured.
+
+Names follow Prometheus conventions: units in the name, `_total` for counters. One registry per
+trainer, so several trainers in one process (tests) do not collide.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class TrainerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter("streamrec_events_total", "Events learned", registry=r)
+        self.dead_letters = Counter(
+            "streamrec_dead_letters_total", "Records sent to the DLQ", ["reason"], registry=r
+        )
+        self.batches = Counter("streamrec_batches_total", "Batches processed", registry=r)
+        self.skipped = Counter(
+            "streamrec_skipped_nonfinite_batches_total",
+            "Batches whose loss or gradients were not finite (nothing applied)",
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "streamrec_batch_events",
+            "Records per batch",
+            buckets=(1, 16, 64, 256, 1024, 2048, 4096, 8192, 16384),
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "streamrec_batch_seconds",
+            "Wall time of one batch: parse, learn, write, commit",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.redis_write_seconds = Histogram(
+            "streamrec_redis_write_seconds",
+            "Wall time of the batch's fenced Redis transaction",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=r,
+        )
+        self.freshness_seconds = Histogram(
+            "streamrec_freshness_seconds",
+            "Kafka record timestamp to the moment its state is readable in Redis",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.loss = Gauge("streamrec_loss", "Mean loss of the last applied batch", registry=r)
+        self.lag = Gauge(
+            "streamrec_lag_records", "Records behind the partition's end", ["partition"], registry=r
+        )
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, registry=self.registry)

@@ -1,0 +1,110 @@
+"""The thin end-to-end slice against a real Kafka broker and a real Redis server.
+
+Publish events for a few users, run the trainer until it has consumed them, and read every
+user's vector and recommendations back from Redis; then publish more events for one user,
+run the trainer again (it restores its checkpoint and resumes at the stored offsets) and
+check that this user's vector changed while the others stayed as they were.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from streamrec.consumers.config import Config
+from streamrec.consumers.trainer import Trainer
+from streamrec.streaming import kafka_io
+from streamrec.streaming.client import Recommender
+from streamrec.streaming.keys import Keys, decode_vector
+
+pytestmark = pytest.mark.integration
+
+USERS = ["alice", "bob", "carol"]
+ITEMS = [f"i{n}" for n in range(12)]
+
+
+def _events(user: str, items: list[str], t0: int) -> list[dict[str, Any]]:
+    return [{"user": user, "item": it, "type": "click", "ts": t0 + n} for n, it in enumerate(items)]
+
+
+def run_trainer(cfg: Config, expected: int, timeout_s: float = 90.0) -> Trainer:
+    """Run a trainer in this process until it has consumed `expected` records."""
+    trainer: Trainer
+
+    def on_batch(stats: Any) -> None:
+        if stats.events + stats.dead_letters >= expected:
+            trainer.stop()
+
+    trainer = Trainer(cfg, on_batch=on_batch)
+    watchdog = threading.Timer(timeout_s, trainer.stop)
+    watchdog.start()
+    try:
+        trainer.run()
+    finally:
+        watchdog.cancel()
+    return trainer
+
+
+def test_events_to_redis_and_back(config: Config, redis_client: Any, tmp_path: Any) -> None:
+    cfg = config.replace(trainer={"checkpoint_dir": str(tmp_path / "ckpt"), "top_k": 5})
+    keys = Keys(cfg.redis.prefix)
+    first: list[dict[str, Any]] = []
+    for n, u in enumerate(USERS):
+        # each user clicks a different half of the catalogue, so their tastes differ
+        first += _events(u, ITEMS[n * 3 : n * 3 + 6], 1_700_000_000_000 + 100 * n)
+    producer = kafka_io.make_producer(cfg.kafka)
+    # an item known from the catalogue before anyone interacts with it
+    producer.send(
+        cfg.kafka.items_topic,
+        key=b"fresh-item",
+        value=orjson.dumps({"id": "fresh-item", "features": {"genre": "g1"}}),
+    )
+    assert kafka_io.publish(producer, cfg.kafka.events_topic, first) == len(first)
+
+    t1 = run_trainer(cfg, len(first))
+    assert t1.stats.events == len(first) and t1.stats.dead_letters == 0
+    assert orjson.loads(redis_client.get(keys.item_features("fresh-item"))) == {"genre": "g1"}
+    assert "fresh-item" in orjson.loads(redis_client.get(keys.items_ids))
+
+    before: dict[str, np.ndarray] = {}
+    for u in USERS:
+        row = redis_client.hgetall(keys.user(u))
+        assert row, f"no vector for {u}"
+        vec = decode_vector(row[b"vec"], cfg.model.dim)
+        assert np.all(np.isfinite(vec)) and np.linalg.norm(vec) > 0
+        before[u] = vec.copy()
+        assert int(row[b"n"]) == 6
+        recs = orjson.loads(redis_client.get(keys.recs(u)))
+        assert len(recs["items"]) == 5
+        clicked = {e["item"] for e in first if e["user"] == u}
+        assert not clicked & {i for i, _ in recs["items"]}, "seen items must be excluded"
+        # the read client serves the precomputed list
+        out = Recommender(redis_client, prefix=cfg.redis.prefix).recommend(u, k=3)
+        assert out.source == "precomputed" and len(out.items) == 3
+    stored = {
+        k.decode(): int(v)
+        for k, v in redis_client.hgetall(keys.offsets(cfg.kafka.group_id)).items()
+    }
+    assert sum(stored.values()) == len(first)
+
+    more = _events("alice", ["i9", "i10", "i11"] * 3, 1_700_000_100_000)
+    assert kafka_io.publish(producer, cfg.kafka.events_topic, more) == len(more)
+    producer.close()
+
+    t2 = run_trainer(cfg, len(more))
+    # resumed from the checkpoint's offsets: only the new events were read
+    assert t2.stats.events == len(more)
+    after = {u: decode_vector(redis_client.hget(keys.user(u), "vec"), cfg.model.dim) for u in USERS}
+    assert not np.allclose(after["alice"], before["alice"]), "alice's vector must change"
+    for u in ("bob", "carol"):
+        np.testing.assert_array_equal(after[u], before[u])
+    assert int(redis_client.hget(keys.user("alice"), "n")) == 6 + len(more)
+    stored = {
+        k.decode(): int(v)
+        for k, v in redis_client.hgetall(keys.offsets(cfg.kafka.group_id)).items()
+    }
+    assert sum(stored.values()) == len(first) + len(more)
