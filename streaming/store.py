@@ -223,7 +223,8 @@ class RedisStore:
                 pipe.zadd(k.popularity(segment), {i: float(s) for i, s in scores})
         meta = {"version": b.version, "updated_at": now_ms, **b.model_meta}
         pipe.hset(k.model, mapping={key: str(v) for key, v in meta.items()})
-        pipe.hset(self.offsets_key, mapping={f: str(v) for f, v in b.new_offsets.items()})
+        if b.new_offsets:
+            pipe.hset(self.offsets_key, mapping={f: str(v) for f, v in b.new_offsets.items()})
 
 
 def _check_replies(replies: list[Any]) -> None:

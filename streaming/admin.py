@@ -1,0 +1,108 @@
+"""Topic creation for the trainer, the tools and the tests.
+
+Why it is code and not broker auto-creation: the local broker runs with
+`auto.create.topics.enable=false` (see `streaming.services`), because an auto-created topic
+gets the broker's default partition count and no compaction, silently. The events topic's
+partition count fixes which trainer owns which user (DESIGN.md) and the catalogue topics must
+be compacted, so every topic is created here, explicitly and idempotently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Set
+from typing import Any
+
+log = logging.getLogger("streamrec.admin")
+
+TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
+
+
+class TopicError(RuntimeError):
+    """A topic could not be created, or exists with a shape that does not match the request."""
+
+
+def create_topics(
+    bootstrap: str,
+    topics: Mapping[str, int],
+    compacted: Set[str] = frozenset(),
+    *,
+    replication_factor: int = 1,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+    timeout_s: float = 30.0,
+    client_id: str = "streamrec-admin",
+) -> dict[str, int]:
+    """Create missing topics, then wait until every partition of every topic has a leader.
+
+    `topics` maps name -> partitions; names in `compacted` get `cleanup.policy=compact`;
+    `configs` adds topic configs per name. A topic that already exists is left as it is (this
+    is what makes the call idempotent and safe from many processes at once); if it has fewer
+    partitions than asked, that is logged as a warning, because keyed ownership depends on the
+    count and silently adding partitions would move keys. Returns name -> actual partitions.
+
+    The wait matters: CreateTopics returns before the partition leaders are elected, and a
+    producer or consumer that starts in that window sees errors or an empty assignment.
+    """
+    from kafka import KafkaAdminClient  # deferred: importing this module stays cheap
+    from kafka.errors import for_code
+
+    if not topics:
+        return {}
+    unknown = set(compacted) - set(topics)
+    if unknown:
+        raise ValueError(f"compacted names topics not being created: {sorted(unknown)}")
+    for name, n in topics.items():
+        if not name or n < 1:
+            raise ValueError(f"topic {name!r}: partitions must be >= 1, got {n}")
+    t0 = time.monotonic()
+    request: dict[str, dict[str, Any]] = {}
+    for name, partitions in topics.items():
+        topic_configs = dict((configs or {}).get(name, {}))
+        if name in compacted:
+            topic_configs.setdefault("cleanup.policy", "compact")
+        request[name] = {
+            "num_partitions": partitions,
+            "replication_factor": replication_factor,
+            "configs": topic_configs,
+        }
+    timeout_ms = int(timeout_s * 1000)
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        request_timeout_ms=timeout_ms,
+        bootstrap_timeout_ms=timeout_ms,
+    )
+    try:
+        result = admin.create_topics(request, timeout_ms=timeout_ms, raise_errors=False)
+        created: list[str] = []
+        for entry in result.get("topics", []):
+            name, code = entry.get("name"), entry.get("error_code", 0)
+            if code == 0:
+                created.append(name)
+            elif code != TOPIC_ALREADY_EXISTS:
+                message = entry.get("error_message") or for_code(code).__name__
+                raise TopicError(f"creating topic {name!r} failed: {message} (error {code})")
+        admin.wait_for_topics(list(topics), timeout_ms=timeout_ms)
+        actual = {
+            t["name"]: len(t.get("partitions") or []) for t in admin.describe_topics(list(topics))
+        }
+    finally:
+        admin.close()
+    for name, wanted in topics.items():
+        got = actual.get(name, 0)
+        if got < wanted:
+            log.warning(
+                "topic %s exists with %d partitions, fewer than the %d asked for; left as is",
+                name,
+                got,
+                wanted,
+            )
+    existed = sorted(set(topics) - set(created))
+    log.info(
+        "topics ready in %.1f s: created %s%s",
+        time.monotonic() - t0,
+        ", ".join(sorted(created)) or "none",
+        f"; already there: {', '.join(existed)}" if existed else "",
+    )
+    return actual
