@@ -104,6 +104,32 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> int:
     return demo.main(cfg, events=args.events, seed=args.seed, local_services=not args.no_services)
 
 
+def cmd_bench(args: argparse.Namespace, cfg: Config) -> int:
+    """Benchmarks live in the source checkout's benchmarks/ folder, not in the package."""
+    import importlib.util
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    names = sorted(p.stem.removeprefix("bench_") for p in folder.glob("bench_*.py"))
+    if not names:
+        print("streamrec bench needs a source checkout (benchmarks/ folder)", file=sys.stderr)
+        return 2
+    todo = names if args.name == "all" else [args.name]
+    for name in todo:
+        path = folder / f"bench_{name}.py"
+        if not path.exists():
+            print(f"unknown benchmark {name!r}; have: {', '.join(names)}, all", file=sys.stderr)
+            return 2
+        spec = importlib.util.spec_from_file_location(f"streamrec_bench_{name}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        rc = int(module.main(list(args.rest)) or 0)
+        if rc:
+            return rc
+    return 0
+
+
 def cmd_config(args: argparse.Namespace, cfg: Config) -> int:
     print("| variable | default | type |")
     print("|---|---|---|")
@@ -149,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-services", action="store_true", help="use STREAMREC_* servers, start none")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("bench", help="run a benchmark from benchmarks/ (or all)")
+    s.add_argument("name", help="model, pipeline, serving, quality, ... or all")
+    s.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark")
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("config", help="print every STREAMREC_* setting with its default")
     s.set_defaults(func=cmd_config)
