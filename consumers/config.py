@@ -37,6 +37,8 @@ class TrainerConfig:
     checkpoint_dir: str = ".streamrec/checkpoints"
     checkpoint_every_events: int = 200_000
     checkpoint_every_s: float = 300.0
+    checkpoint_keep: int = 3  # newest checkpoints kept
+    lease_ttl_ms: int = 10_000  # a standby trainer takes over this long after the leader dies
     stop_when_idle_ms: int = 0  # 0: run forever; >0: exit after this long with nothing new
     metrics_port: int = 0  # 0: no Prometheus endpoint
     tf_threads: int = 1  # intra- and inter-op threads; TF's default oversubscribes 2 cores
@@ -56,6 +58,8 @@ class TrainerConfig:
             "checkpoint_every_s",
             "must be > 0",
         )
+        _require(1 <= self.checkpoint_keep <= 100, "checkpoint_keep", "must be in 1..100")
+        _require(self.lease_ttl_ms >= 1000, "lease_ttl_ms", "must be >= 1000")
         _require(self.stop_when_idle_ms >= 0, "stop_when_idle_ms", "must be >= 0")
         _require(0 <= self.metrics_port <= 65535, "metrics_port", "must be in 0..65535")
         _require(1 <= self.tf_threads <= 64, "tf_threads", "must be in 1..64")
@@ -103,6 +107,25 @@ class Config:
             except ConfigError as e:
                 raise ConfigError(env_name(sec.name, e.setting), e.message) from None
         return cls(**sections)
+
+    def to_env(self) -> dict[str, str]:
+        """Every setting as `STREAMREC_*` variables: how a parent hands its config to a child
+        process (tests, supervisors). `from_env(to_env())` gives back an equal config."""
+        out: dict[str, str] = {}
+        for sec in dataclasses.fields(self):
+            section = getattr(self, sec.name)
+            for f in dataclasses.fields(section):
+                value = getattr(section, f.name)
+                if isinstance(value, dict):
+                    text = ",".join(f"{k}={v!r}" for k, v in value.items())
+                elif isinstance(value, bool):
+                    text = "true" if value else "false"
+                elif isinstance(value, float):
+                    text = repr(value)
+                else:
+                    text = str(value)
+                out[env_name(sec.name, f.name)] = text
+        return out
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
         """A copy with some fields of some sections changed, validated again."""

@@ -47,6 +47,11 @@ class TrainerMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=r,
         )
+        self.stand_downs = Counter(
+            "streamrec_stand_downs_total",
+            "Times this trainer lost the lead (lease or offset fence) and went to standby",
+            registry=r,
+        )
         self.loss = Gauge("streamrec_loss", "Mean loss of the last applied batch", registry=r)
         self.lag = Gauge(
             "streamrec_lag_records", "Records behind the partition's end", ["partition"], registry=r

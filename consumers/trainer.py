@@ -9,28 +9,45 @@ checkpoint the model now and then. Kafka is the log, a checkpoint is a snapshot,
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
+import socket
 import threading
 import time
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamrec.consumers.catalogue import BadCatalogueRecord, CatalogueReader
 from streamrec.consumers.config import Config
+from streamrec.consumers.lease import Lease
 from streamrec.consumers.metrics import TrainerMetrics
 from streamrec.streaming import kafka_io
 from streamrec.streaming.events import Event, EventRules, Rejected, parse
 from streamrec.streaming.keys import Keys, offset_field
-from streamrec.streaming.store import BatchWrite, ItemRow, RedisStore, UserRow, connect
+from streamrec.streaming.store import (
+    BatchWrite,
+    FenceLost,
+    ItemRow,
+    RedisStore,
+    UserRow,
+    connect,
+)
 
 log = logging.getLogger("streamrec.trainer")
+_T = TypeVar("_T")
 
 
 def configure_tensorflow(threads: int) -> None:
@@ -71,8 +88,15 @@ class _Rebalance(ConsumerRebalanceListener):
         self.trainer.on_assigned(list(assigned))
 
 
+class _StandDown(Exception):
+    """This trainer is no longer the group's writer: stop consuming, go back to standby."""
+
+
 class Trainer:
-    """One trainer process. Construct, then `run()`; `stop()` (or SIGTERM) ends it cleanly."""
+    """One trainer process. Construct, then `run()`; `stop()` (or SIGTERM) ends it cleanly.
+
+    Only the holder of the group's lease consumes; others stand by (see consumers/lease.py).
+    """
 
     def __init__(
         self,
@@ -80,6 +104,7 @@ class Trainer:
         *,
         model: Any | None = None,
         on_batch: Callable[[TrainerStats], None] | None = None,
+        owner: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.keys = Keys(cfg.redis.prefix)
@@ -94,10 +119,19 @@ class Trainer:
         self.ckpt_dir = Path(cfg.trainer.checkpoint_dir) / _safe(
             cfg.redis.prefix + cfg.kafka.group_id
         )
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease = Lease(
+            self.redis,
+            f"{cfg.redis.prefix}lease:{cfg.kafka.group_id}",
+            self.owner,
+            cfg.trainer.lease_ttl_ms,
+        )
         self.stats = TrainerStats()
         self.metrics = TrainerMetrics()
         self.on_batch = on_batch
         self._stop = threading.Event()
+        self._given_model = model
+        self.model: Any = None
         # next offset to read, per "topic:partition": what the model has learned / Redis holds
         self.model_offsets: dict[str, int] = {}
         self.stored_offsets: dict[str, int] = {}
@@ -105,26 +139,13 @@ class Trainer:
         self.seen: dict[str, deque[str]] = {}
         self._events_since_ckpt = 0
         self._last_ckpt = time.monotonic()
-        self.model = model if model is not None else self._restore_or_new()
+        self._unwritten = False  # the model learned a batch Redis has not received
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
         self.catalogue: CatalogueReader | None = None
+        self.outage = _Outage()
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    def _restore_or_new(self) -> Any:
-        configure_tensorflow(self.cfg.trainer.tf_threads)
-        from streamrec.model.online import OnlineRecommender
-
-        newest = _newest_checkpoint(self.ckpt_dir)
-        if newest is None:
-            log.info("no checkpoint in %s: starting a new model", self.ckpt_dir)
-            return OnlineRecommender(self.cfg.model)
-        model, meta = OnlineRecommender.restore(newest)
-        self.model_offsets = {k: int(v) for k, v in meta.get("offsets", {}).items()}
-        self.user_counts.update({k: int(v) for k, v in meta.get("counts", {}).items()})
-        log.info("restored checkpoint %s (offsets %s)", newest.name, self.model_offsets)
-        return model
 
     def stop(self, *_: Any) -> None:
         self._stop.set()
@@ -134,6 +155,7 @@ class Trainer:
         signal.signal(signal.SIGINT, self.stop)
 
     def run(self) -> TrainerStats:
+        """Stand by until this trainer holds the lease, then train until stopped."""
         from streamrec.streaming.admin import create_topics
 
         k = self.cfg.kafka
@@ -142,37 +164,27 @@ class Trainer:
             {k.events_topic: k.partitions, k.dlq_topic: 1, k.items_topic: 1, k.users_topic: 1},
             compacted={k.items_topic, k.users_topic},
         )
-        self.producer = kafka_io.make_producer(k)
-        self.catalogue = CatalogueReader(k, self.cfg.trainer.max_event_bytes)
-        self.catalogue.start()
-        # Features first: learning a batch before its items' features are known would give
-        # those items id-only updates and recommend catalogue items too late.
-        if not self.catalogue.caught_up.wait(timeout=60):
-            log.warning("catalogue not read to its end after 60 s: starting anyway")
-        self.consumer = kafka_io.make_consumer(k, k.group_id)
-        self.consumer.subscribe([k.events_topic], listener=_Rebalance(self))
         if self.cfg.trainer.metrics_port:
             self.metrics.serve(self.cfg.trainer.metrics_port)
             log.info("metrics on http://0.0.0.0:%d/metrics", self.cfg.trainer.metrics_port)
-        log.info("trainer started: group %s, topic %s", k.group_id, k.events_topic)
+        self.producer = kafka_io.make_producer(k)
+        self.catalogue = CatalogueReader(k, self.cfg.trainer.max_event_bytes)
+        self.catalogue.start()
         try:
-            self._loop()
+            while not self._stop.is_set():
+                if not self._wait_for_lease():
+                    break
+                try:
+                    self._active()
+                except _StandDown as e:
+                    log.warning("standing down: %s", e)
+                    self.metrics.stand_downs.inc()
+                finally:
+                    self._leave()
         finally:
-            self._shutdown()
-        return self.stats
-
-    def _shutdown(self) -> None:
-        try:
-            if self._events_since_ckpt:
-                self.checkpoint()
-        finally:
-            if self.catalogue is not None:
-                self.catalogue.stop()
-                self.catalogue.join(timeout=10)
-            if self.consumer is not None:
-                self.consumer.close()
-            if self.producer is not None:
-                self.producer.close()
+            self.catalogue.stop()
+            self.catalogue.join(timeout=10)
+            self.producer.close()
             log.info(
                 "trainer stopped: %d events, %d dead letters, %d batches, %.0f events/s",
                 self.stats.events,
@@ -180,13 +192,98 @@ class Trainer:
                 self.stats.batches,
                 self.stats.rate(),
             )
+        return self.stats
+
+    def _wait_for_lease(self) -> bool:
+        announced = False
+        while not self._stop.is_set():
+            try:
+                if self.lease.try_acquire():
+                    log.info("%s leads group %s", self.owner, self.cfg.kafka.group_id)
+                    self.lease.keep()
+                    return True
+                if not announced:
+                    log.info(
+                        "standing by: group %s is led by %s",
+                        self.cfg.kafka.group_id,
+                        self.lease.holder(),
+                    )
+                    announced = True
+            except RedisError as e:
+                self.outage.down("Redis", e)
+            self._stop.wait(self.cfg.trainer.lease_ttl_ms / 3000)
+        return False
+
+    def _active(self) -> None:
+        """Restore, subscribe, train; returns on stop, raises _StandDown on losing the lead."""
+        assert self.catalogue is not None
+        self.stored_offsets = self._redis(self.store.read_offsets)
+        self._restore(self.stored_offsets)
+        # Features first: learning a batch before its items' features are known would give
+        # those items id-only updates and recommend catalogue items too late.
+        if not self.catalogue.caught_up.wait(timeout=60):
+            log.warning("catalogue not read to its end after 60 s: starting anyway")
+        k = self.cfg.kafka
+        self.consumer = kafka_io.make_consumer(k, k.group_id)
+        self.consumer.subscribe([k.events_topic], listener=_Rebalance(self))
+        log.info("trainer active: group %s, topic %s", k.group_id, k.events_topic)
+        self._loop()
+        self._final_checkpoint()
+
+    def _leave(self) -> None:
+        if self.consumer is not None:
+            try:
+                self.consumer.close()
+            except Exception as e:  # leaving the group is best effort; the session expires
+                log.warning("closing the consumer: %s", e)
+            self.consumer = None
+        self.lease.release()
+
+    def _restore(self, stored: dict[str, int]) -> None:
+        """The newest checkpoint at or before the offsets Redis holds, else a new model.
+
+        A checkpoint past the stored offsets (Redis lost its last writes) would make the model
+        skip events Redis never saw; an older one is caught up by re-learning quietly.
+        """
+        configure_tensorflow(self.cfg.trainer.tf_threads)
+        from streamrec.model.online import OnlineRecommender
+
+        self.seen.clear()
+        self.user_counts = defaultdict(int)
+        self._events_since_ckpt = 0
+        self._unwritten = False
+        if self._given_model is not None:
+            self.model, self._given_model = self._given_model, None
+            self.model_offsets = {}
+            return
+        for path in reversed(_checkpoints(self.ckpt_dir)):
+            try:
+                model, meta = OnlineRecommender.restore(path)
+            except Exception as e:  # a damaged checkpoint: try the one before
+                log.warning("cannot restore %s: %s", path.name, e)
+                continue
+            offsets = {k: int(v) for k, v in meta.get("offsets", {}).items()}
+            if all(off <= stored.get(f, 0) for f, off in offsets.items()):
+                self.model = model
+                self.model_offsets = offsets
+                self.user_counts.update({k: int(v) for k, v in meta.get("counts", {}).items()})
+                log.info("restored checkpoint %s (offsets %s)", path.name, offsets)
+                return
+            log.info("checkpoint %s is past the offsets Redis holds: older one", path.name)
+        log.info("no usable checkpoint in %s: starting a new model", self.ckpt_dir)
+        self.model = OnlineRecommender(self.cfg.model)
+        self.model_offsets = {}
+
+    def _final_checkpoint(self) -> None:
+        if self._events_since_ckpt and not self._unwritten:
+            self.checkpoint()
 
     # -- rebalance ---------------------------------------------------------------------------
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
         """Seek to what the model has learned; learn forward to what Redis holds, quietly."""
         assert self.consumer is not None
-        self.stored_offsets = self.store.read_offsets()
+        self.stored_offsets = self._redis(self.store.read_offsets)
         for tp in assigned:
             f = offset_field(tp.topic, tp.partition)
             if f in self.model_offsets:
@@ -194,13 +291,54 @@ class Trainer:
             else:
                 self.consumer.seek_to_beginning(tp)
         log.info(
-            "assigned %s; Redis holds offsets %s",
+            "assigned %s; model at %s; Redis holds %s",
             sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
+            self.model_offsets,
             self.stored_offsets,
         )
 
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
-        log.info("revoked %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
+        if revoked:
+            log.info("revoked %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
+
+    # -- outages -----------------------------------------------------------------------------
+
+    def _redis(self, fn: Callable[[], _T]) -> _T:
+        """Call Redis until it answers: an outage pauses the trainer, it never drops a batch.
+
+        redis-py's Retry already retries each command with backoff; this only decides to keep
+        waiting (and logs once per state change) after those retries are spent.
+        """
+        return self._until_available("Redis", fn, (RedisConnectionError, RedisTimeoutError))
+
+    def _kafka(self, fn: Callable[[], _T]) -> _T:
+        return self._until_available("Kafka", fn, (KafkaError,))
+
+    def _until_available(
+        self, what: str, fn: Callable[[], _T], errors: tuple[type[BaseException], ...]
+    ) -> _T:
+        backoff = ExponentialWithJitterBackoff(
+            cap=self.cfg.redis.backoff_cap_ms / 1000, base=self.cfg.redis.backoff_base_ms / 1000
+        )
+        failures = 0
+        stop_deadline: float | None = None
+        while True:
+            if self.lease.lost.is_set():
+                raise _StandDown("another trainer holds the lease")
+            try:
+                out = fn()
+                self.outage.up(what)
+                return out
+            except errors as e:
+                self.outage.down(what, e)
+                failures += 1
+            if self._stop.is_set():
+                # Asked to stop during an outage: give up after a grace period. Nothing is lost:
+                # Redis's offsets did not move, so these records are read again next time.
+                stop_deadline = stop_deadline or time.monotonic() + 30
+                if time.monotonic() > stop_deadline:
+                    raise _StandDown(f"stopping while {what} is unavailable")
+            time.sleep(backoff.compute(failures))
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -212,6 +350,8 @@ class Trainer:
         last_record = time.monotonic()
         last_summary = time.monotonic()
         while not self._stop.is_set():
+            if self.lease.lost.is_set():
+                raise _StandDown("another trainer holds the lease")
             now = time.monotonic()
             timeout_ms = kcfg.poll_timeout_ms
             if batch:
@@ -248,23 +388,21 @@ class Trainer:
             idle = tcfg.stop_when_idle_ms and not batch and idle_ms >= tcfg.stop_when_idle_ms
             if idle and self.consumer.assignment():
                 log.info("no new events for %.1f s: stopping", idle_ms / 1000)
-                break
+                self.stop()
         if batch:
             self.process(batch)
 
     def process(self, records: Sequence[Any]) -> None:
         """Parse, dead-letter, learn, write, commit: one batch, in that order."""
         assert self.producer is not None and self.consumer is not None
+        producer = self.producer
         t0 = time.perf_counter()
         kcfg = self.cfg.kafka
         good: list[tuple[Any, Event]] = []
         dead: list[kafka_io.DeadLetter] = []
-        starts: dict[str, int] = {}
         ends: dict[str, int] = {}
         for r in records:
-            f = offset_field(r.topic, r.partition)
-            starts.setdefault(f, r.offset)
-            ends[f] = r.offset + 1
+            ends[offset_field(r.topic, r.partition)] = r.offset + 1
             res = parse(r.value, self.rules, default_ts=r.timestamp)
             if isinstance(res, Rejected):
                 dead.append(kafka_io.DeadLetter.of(r, res))
@@ -272,7 +410,10 @@ class Trainer:
                 good.append((r, res))
         cat = self._apply_catalogue(dead)
         if dead:
-            kafka_io.send_dead_letters(self.producer, kcfg.dlq_topic, kcfg.group_id, dead)
+            # acknowledged by the broker before the Redis transaction: never lost
+            self._kafka(
+                lambda: kafka_io.send_dead_letters(producer, kcfg.dlq_topic, kcfg.group_id, dead)
+            )
             for d in dead:
                 self.stats.dead_by_reason[d.rejected.reason] += 1
                 self.metrics.dead_letters.labels(d.rejected.reason).inc()
@@ -283,9 +424,11 @@ class Trainer:
             if e.item_features:
                 self.model.set_item_features(e.item, e.item_features)
         result = self.model.learn(events)
+        self._unwritten = True
         if result.skipped_nonfinite:
             self.stats.skipped_nonfinite += 1
             self.metrics.skipped.inc()
+            log.warning("batch of %d events skipped: non-finite loss or gradients", len(events))
         elif events:
             self.stats.last_loss = result.loss
             self.metrics.loss.set(result.loss)
@@ -298,6 +441,7 @@ class Trainer:
         ]
         for _, e in good:
             self.user_counts[e.user] += 1
+        self.model_offsets.update(ends)
         write_needed = any(ends[f] > self.stored_offsets.get(f, -1) for f in ends)
         if write_needed or cat:
             t_write = time.perf_counter()
@@ -310,7 +454,7 @@ class Trainer:
                 newest[e.user] = r.timestamp
             for ts in newest.values():
                 self.metrics.freshness_seconds.observe(max(0.0, (now_ms - ts) / 1000))
-        self.model_offsets.update(ends)
+        self._unwritten = False
         self.stats.events += len(good)
         self.stats.dead_letters += len(dead)
         self.stats.batches += 1
@@ -411,7 +555,10 @@ class Trainer:
             model_meta={"dim": self.cfg.model.dim, "global_bias": float(self.model.global_bias)},
             seen_max=tcfg.seen_max,
         )
-        self.store.write_batch(batch)
+        try:
+            self._redis(lambda: self.store.write_batch(batch))
+        except FenceLost as e:
+            raise _StandDown(str(e)) from e
         self.stored_offsets.update(batch.new_offsets)
 
     def _popularity(self, items: set[str]) -> dict[str | None, list[tuple[str, float]]]:
@@ -432,7 +579,7 @@ class Trainer:
     def _load_seen(self, users: list[str]) -> None:
         if not users:
             return
-        for u, items in self.store.read_seen(users).items():
+        for u, items in self._redis(lambda: self.store.read_seen(users)).items():
             self.seen[u] = deque(items, maxlen=max(self.cfg.trainer.seen_max, 1))
         for u in users:
             self.seen.setdefault(u, deque(maxlen=max(self.cfg.trainer.seen_max, 1)))
@@ -465,7 +612,8 @@ class Trainer:
         self.model.save(
             path, metadata={"offsets": dict(self.model_offsets), "counts": dict(self.user_counts)}
         )
-        for old in sorted(p for p in self.ckpt_dir.glob("ckpt-*") if p.name != path.name)[:-1]:
+        # keep a few: after Redis loses its last writes the newest may be past its offsets
+        for old in _checkpoints(self.ckpt_dir)[: -self.cfg.trainer.checkpoint_keep]:
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
         self._events_since_ckpt = 0
         self._last_ckpt = time.monotonic()
@@ -473,9 +621,26 @@ class Trainer:
         return path
 
 
-def _newest_checkpoint(folder: Path) -> Path | None:
-    found = sorted(p for p in folder.glob("ckpt-*") if not p.name.endswith(".tmp"))
-    return found[-1] if found else None
+def _checkpoints(folder: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (names sort by time)."""
+    return sorted(p for p in folder.glob("ckpt-*") if "tmp" not in p.name)
+
+
+class _Outage:
+    """Logs an unavailable dependency once when it goes down and once when it is back."""
+
+    def __init__(self) -> None:
+        self.since: dict[str, float] = {}
+
+    def down(self, what: str, err: BaseException) -> None:
+        if what not in self.since:
+            self.since[what] = time.monotonic()
+            log.warning("%s unavailable (%s): pausing, nothing is dropped", what, err)
+
+    def up(self, what: str) -> None:
+        since = self.since.pop(what, None)
+        if since is not None:
+            log.info("%s is back after %.1f s: resuming", what, time.monotonic() - since)
 
 
 def _safe(name: str) -> str:

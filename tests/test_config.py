@@ -71,3 +71,12 @@ def test_cli_reports_bad_configuration_without_a_traceback(
     monkeypatch.setenv("STREAMREC_MODEL_DIM", "-3")
     assert main(["config"]) == 2
     assert "STREAMREC_MODEL_DIM" in capsys.readouterr().err
+
+
+def test_to_env_round_trips() -> None:
+    cfg = Config.from_env({}).replace(
+        kafka={"bootstrap": "h:1", "partitions": 7},
+        model={"learning_rate": 0.123, "event_weights": {"view": 1.5, "dislike": -2.0}},
+        services={"auto_install": False},
+    )
+    assert Config.from_env(cfg.to_env()) == cfg

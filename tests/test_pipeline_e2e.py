@@ -8,15 +8,14 @@ check that this user's vector changed while the others stayed as they were.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+from pipeline_helpers import run_trainer
 
 from streamrec.consumers.config import Config
-from streamrec.consumers.trainer import Trainer
 from streamrec.streaming import kafka_io
 from streamrec.streaming.client import Recommender
 from streamrec.streaming.keys import Keys, decode_vector
@@ -29,24 +28,6 @@ ITEMS = [f"i{n}" for n in range(12)]
 
 def _events(user: str, items: list[str], t0: int) -> list[dict[str, Any]]:
     return [{"user": user, "item": it, "type": "click", "ts": t0 + n} for n, it in enumerate(items)]
-
-
-def run_trainer(cfg: Config, expected: int, timeout_s: float = 90.0) -> Trainer:
-    """Run a trainer in this process until it has consumed `expected` records."""
-    trainer: Trainer
-
-    def on_batch(stats: Any) -> None:
-        if stats.events + stats.dead_letters >= expected:
-            trainer.stop()
-
-    trainer = Trainer(cfg, on_batch=on_batch)
-    watchdog = threading.Timer(timeout_s, trainer.stop)
-    watchdog.start()
-    try:
-        trainer.run()
-    finally:
-        watchdog.cancel()
-    return trainer
 
 
 def test_events_to_redis_and_back(config: Config, redis_client: Any, tmp_path: Any) -> None:
