@@ -104,6 +104,24 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> int:
     return demo.main(cfg, events=args.events, seed=args.seed, local_services=not args.no_services)
 
 
+def cmd_replay(args: argparse.Namespace, cfg: Config) -> int:
+    from streamrec.streaming import replay
+
+    return replay.main(args.rest, kafka_cfg=cfg.kafka)
+
+
+def cmd_evaluate(args: argparse.Namespace, cfg: Config) -> int:
+    from streamrec.consumers import evaluate
+
+    return evaluate.main(args.rest, cfg=cfg)
+
+
+def cmd_views(args: argparse.Namespace, cfg: Config) -> int:
+    from streamrec.consumers import views
+
+    return views.main(args.rest, cfg=cfg)
+
+
 def cmd_bench(args: argparse.Namespace, cfg: Config) -> int:
     """Benchmarks live in the source checkout's benchmarks/ folder, not in the package."""
     import importlib.util
@@ -175,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-services", action="store_true", help="use STREAMREC_* servers, start none")
     s.set_defaults(func=cmd_demo)
+
+    for name, func, text in (
+        ("replay", cmd_replay, "publish a recorded log (MovieLens, CSV, JSONL) in time order"),
+        ("evaluate", cmd_evaluate, "prequential evaluation, in-process and/or through Kafka"),
+        ("views", cmd_views, "embedding views: item PCA plot, why an item was recommended"),
+    ):
+        s = sub.add_parser(name, help=text, add_help=False)
+        s.add_argument("rest", nargs=argparse.REMAINDER, help="options (--help for the list)")
+        s.set_defaults(func=func)
 
     s = sub.add_parser("bench", help="run a benchmark from benchmarks/ (or all)")
     s.add_argument("name", help="model, pipeline, serving, quality, ... or all")

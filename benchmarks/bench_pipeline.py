@@ -1,0 +1,329 @@
+"""Pipeline benchmark: consume -> learn -> Redis throughput against raw kafka-python, and
+freshness (publish -> readable in Redis) under a steady load.
+
+    streamrec bench pipeline [--events 1000000] [--rate 5000 --duration-s 60] [--json FILE]
+
+Throughput: the stream is published first; then, in the same run, a bare KafkaConsumer reads
+the same topic doing no work (the ceiling), and the trainer consumes it (parse, learn, fenced
+Redis write, commit). Both figures and their ratio are printed and written as JSON.
+
+Freshness: a publisher sends at a steady rate while the trainer runs; for one event in
+`--sample-every` the benchmark notes when `send` was called, and a reader polls the user's
+`off` field in Redis until it reaches that event's offset. Reported as p50/p95/p99 and a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+log = logging.getLogger("bench.pipeline")
+
+
+def _config(args: argparse.Namespace, tag: str) -> Any:
+    from streamrec.consumers.config import Config
+
+    cfg = Config.from_env()
+    return cfg.replace(
+        kafka={
+            "events_topic": f"bench.{tag}.events",
+            "dlq_topic": f"bench.{tag}.dlq",
+            "items_topic": f"bench.{tag}.items",
+            "users_topic": f"bench.{tag}.users",
+            "group_id": f"bench-{tag}",
+            "partitions": args.partitions,
+        },
+        redis={"prefix": f"bench{tag}:"},
+        trainer={
+            "checkpoint_dir": str(Path(args.out) / "ckpt" / tag),
+            "checkpoint_every_events": 10_000_000,
+            "checkpoint_every_s": 3600.0,
+            "batch_max_events": args.batch,
+        },
+    )
+
+
+def _topics(cfg: Any) -> None:
+    from streamrec.streaming.admin import create_topics
+
+    k = cfg.kafka
+    create_topics(
+        k.bootstrap,
+        {k.events_topic: k.partitions, k.dlq_topic: 1, k.items_topic: 1, k.users_topic: 1},
+        compacted={k.items_topic, k.users_topic},
+    )
+
+
+def _cleanup(cfg: Any) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    from streamrec.streaming.store import connect
+
+    k = cfg.kafka
+    admin = KafkaAdminClient(bootstrap_servers=k.bootstrap.split(","))
+    try:
+        admin.delete_topics([k.events_topic, k.dlq_topic, k.items_topic, k.users_topic])
+    except Exception as e:  # cleanup is best effort
+        log.warning("deleting bench topics: %s", e)
+    finally:
+        admin.close()
+    r = connect(cfg.redis)
+    batch = []
+    for key in r.scan_iter(match=cfg.redis.prefix + "*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            r.delete(*batch)
+            batch = []
+    if batch:
+        r.delete(*batch)
+
+
+def _raw_consume(cfg: Any, n: int) -> float:
+    """Records/s of a bare kafka-python consumer over the same topic: the ceiling."""
+    from kafka import TopicPartition
+
+    from streamrec.streaming import kafka_io
+
+    c = kafka_io.make_consumer(cfg.kafka, None)
+    parts = c.partitions_for_topic(cfg.kafka.events_topic) or set()
+    tps = [TopicPartition(cfg.kafka.events_topic, p) for p in parts]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    got = 0
+    t0 = time.perf_counter()
+    while got < n:
+        for recs in c.poll(timeout_ms=500, max_records=cfg.kafka.max_poll_records).values():
+            got += len(recs)
+    dt = time.perf_counter() - t0
+    c.close()
+    return got / dt
+
+
+def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    from streamrec.consumers.trainer import Trainer
+    from streamrec.streaming import kafka_io
+    from streamrec.streaming.synthetic import SyntheticConfig, SyntheticStream
+
+    tag = uuid.uuid4().hex[:8]
+    cfg = _config(args, tag)
+    _topics(cfg)
+    try:
+        stream = SyntheticStream(
+            SyntheticConfig(seed=1, n_users=args.users, n_items=args.items, n_events=args.events)
+        )
+        producer = kafka_io.make_producer(cfg.kafka, linger_ms=20)
+        t0 = time.perf_counter()
+        kafka_io.publish(
+            producer, cfg.kafka.events_topic, stream.events(), progress=True, total=args.events
+        )
+        producer.close()
+        publish_rate = args.events / (time.perf_counter() - t0)
+        raw = _raw_consume(cfg, args.events)
+        print(f"raw kafka-python consume: {raw:,.0f} records/s")
+
+        first_batch: list[float] = []
+        trainer: Trainer
+
+        def on_batch(stats: Any) -> None:
+            if not first_batch:
+                first_batch.append(time.perf_counter())
+            if stats.events + stats.dead_letters >= args.events:
+                trainer.stop()
+
+        trainer = Trainer(cfg, on_batch=on_batch)
+        t_start = time.perf_counter()
+        stats = trainer.run()
+        t_end = time.perf_counter()
+        # From the first batch on: the trainer's start (TF import, group join) is not throughput.
+        steady = stats.events / (t_end - first_batch[0]) if first_batch else 0.0
+        return {
+            "events": args.events,
+            "publish_events_per_s": round(publish_rate),
+            "raw_consume_records_per_s": round(raw),
+            "trainer_events_per_s": round(steady),
+            "trainer_wall_s_including_start": round(t_end - t_start, 2),
+            "ratio_trainer_to_raw": round(steady / raw, 3),
+            "batches": stats.batches,
+            "batch_max_events": args.batch,
+        }
+    finally:
+        _cleanup(cfg)
+
+
+def freshness(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    from streamrec.consumers.trainer import Trainer
+    from streamrec.streaming import kafka_io
+    from streamrec.streaming.keys import Keys
+    from streamrec.streaming.store import connect
+    from streamrec.streaming.synthetic import SyntheticConfig, SyntheticStream
+
+    tag = uuid.uuid4().hex[:8]
+    cfg = _config(args, tag)
+    _topics(cfg)
+    n = int(args.rate * args.duration_s)
+    events = list(
+        SyntheticStream(
+            SyntheticConfig(seed=2, n_users=args.users, n_items=args.items, n_events=n)
+        ).events()
+    )
+    trainer = Trainer(cfg)
+    runner = threading.Thread(target=trainer.run, name="trainer", daemon=True)
+    runner.start()
+    keys = Keys(cfg.redis.prefix)
+    r = connect(cfg.redis)
+    # wait until the trainer is active (it writes the lease) before timing anything
+    lease = f"{cfg.redis.prefix}lease:{cfg.kafka.group_id}"
+    deadline = time.monotonic() + 120
+    while r.get(lease) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2.0)  # group join and first poll
+
+    pending: dict[int, tuple[str, float, Any]] = {}  # sample id -> (user, t_send, future)
+    lock = threading.Lock()
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        while not (done.is_set() and not pending):
+            with lock:
+                items = [(sid, u, t, f) for sid, (u, t, f) in pending.items() if f.is_done]
+            if not items:
+                time.sleep(0.001)
+                continue
+            pipe = r.pipeline(transaction=False)
+            for _, u, _, _ in items:
+                pipe.hget(keys.user(u), "off")
+            offs = pipe.execute()
+            now = time.perf_counter()
+            for (sid, _u, t_send, fut), off in zip(items, offs, strict=True):
+                if fut.failed():
+                    with lock:
+                        pending.pop(sid, None)
+                    continue
+                md = fut.value
+                if off is not None:
+                    p, o = (int(x) for x in off.split(b":"))
+                    if p == md.partition and o >= md.offset:
+                        latencies.append(now - t_send)
+                        with lock:
+                            pending.pop(sid, None)
+            time.sleep(0.001)
+
+    rd = threading.Thread(target=reader, daemon=True)
+    rd.start()
+    producer = kafka_io.make_producer(cfg.kafka, linger_ms=1)
+    t0 = time.perf_counter()
+    interval = 1.0 / args.rate
+    for i, e in enumerate(events):
+        target = t0 + i * interval
+        delay = target - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        t_send = time.perf_counter()
+        fut = producer.send(
+            cfg.kafka.events_topic, key=str(e["user"]).encode(), value=orjson.dumps(e)
+        )
+        if i % args.sample_every == 0:
+            with lock:
+                pending[i] = (str(e["user"]), t_send, fut)
+    producer.flush()
+    achieved = n / (time.perf_counter() - t0)
+    done.set()
+    rd.join(timeout=60)
+    trainer.stop()
+    runner.join(timeout=60)
+    producer.close()
+    _cleanup(cfg)
+    lat_ms = np.array(latencies) * 1000
+    res = {
+        "target_rate_per_s": args.rate,
+        "achieved_rate_per_s": round(achieved),
+        "duration_s": args.duration_s,
+        "samples": int(lat_ms.size),
+        "unresolved_samples": len(pending),
+        "p50_ms": round(float(np.percentile(lat_ms, 50)), 1) if lat_ms.size else None,
+        "p95_ms": round(float(np.percentile(lat_ms, 95)), 1) if lat_ms.size else None,
+        "p99_ms": round(float(np.percentile(lat_ms, 99)), 1) if lat_ms.size else None,
+        "max_ms": round(float(lat_ms.max()), 1) if lat_ms.size else None,
+        "batch_max_wait_ms": cfg.trainer.batch_max_wait_ms,
+    }
+    if lat_ms.size:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        ax.hist(lat_ms, bins=60, color="tab:blue")
+        for q, style in (("p50_ms", "--"), ("p99_ms", ":")):
+            ax.axvline(res[q], color="black", linestyle=style, label=f"{q[:-3]} {res[q]} ms")
+        ax.set_xlabel("publish -> readable in Redis (ms)")
+        ax.set_ylabel("sampled events")
+        ax.set_title(f"Freshness at {achieved:,.0f} events/s")
+        ax.legend()
+        fig.tight_layout()
+        path = out / "freshness.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        res["plot"] = str(path)
+    return res
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="streamrec bench pipeline", description=__doc__)
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--users", type=int, default=100_000)
+    p.add_argument("--items", type=int, default=20_000)
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--batch", type=int, default=4096)
+    p.add_argument("--rate", type=float, default=5000.0)
+    p.add_argument("--duration-s", type=float, default=60.0)
+    p.add_argument("--sample-every", type=int, default=25)
+    p.add_argument("--skip", choices=["throughput", "freshness"], action="append", default=[])
+    p.add_argument("--out", default="reports/bench")
+    p.add_argument("--json", default=None, help="write results here (default OUT/pipeline.json)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {
+        "benchmark": "pipeline",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    if "throughput" not in args.skip:
+        result["throughput"] = throughput(args)
+        t = result["throughput"]
+        print(
+            f"throughput: trainer {t['trainer_events_per_s']:,} events/s, raw consume "
+            f"{t['raw_consume_records_per_s']:,} records/s, ratio {t['ratio_trainer_to_raw']}"
+        )
+    if "freshness" not in args.skip:
+        result["freshness"] = freshness(args, out)
+        f = result["freshness"]
+        print(
+            f"freshness at {f['achieved_rate_per_s']:,} events/s: p50 {f['p50_ms']} ms, "
+            f"p95 {f['p95_ms']} ms, p99 {f['p99_ms']} ms ({f['samples']} samples)"
+        )
+    path = Path(args.json) if args.json else out / "pipeline.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
