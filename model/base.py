@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 import numpy as np
 
-FeatureValue = Union[str, Sequence[str]]
+FeatureValue = str | Sequence[str]
 Features = Mapping[str, FeatureValue]
 
 

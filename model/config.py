@@ -41,7 +41,7 @@ class ModelConfig:
     """Model and optimiser settings; every field is documented in README's config table."""
 
     dim: int = 32
-    learning_rate: float = 0.05
+    learning_rate: float = 0.25  # SGD with row_scaling 0.5; see tests/test_model_learning.py
     optimizer: str = "sgd"  # sgd | adagrad
     loss: str = "bpr"  # bpr | softmax
     negatives: int = 64  # negatives shared by the whole mini-batch
@@ -58,8 +58,15 @@ class ModelConfig:
     rating_negative_max: float = 2.0  # ratings <= this are explicit negatives
     popularity_half_life_s: float = 7 * 24 * 3600.0
     steps_per_batch: int = 1
+    # A row's gradient in a batch is the sum over its occurrences; scaling it by
+    # occurrences^-row_scaling keeps hot rows (a popular item 50 times in a batch, the global
+    # bias) from overshooting with SGD. 0: plain sum, 1: mean per row.
+    row_scaling: float = 0.5
     # Share of the shared negatives drawn by recent popularity (the rest uniformly over items).
-    negative_popularity_mix: float = 0.5
+    # Popularity-drawn negatives push popular items down: less popularity bias, but lower
+    # hit rate on streams where popular items are what people take (measured on the planted
+    # synthetic stream: HR@10 0.546 at 0.0 vs 0.472 at 0.5), hence 0 by default.
+    negative_popularity_mix: float = 0.0
     # Recent positive items remembered for popularity-sampled negatives (a ring buffer).
     negative_buffer_size: int = 100_000
     adagrad_initial_accumulator: float = 0.1
@@ -83,7 +90,9 @@ class ModelConfig:
             f"must be 'sgd' or 'adagrad', got {self.optimizer!r}",
         )
         _require(
-            self.loss in ("bpr", "softmax"), "loss", f"must be 'bpr' or 'softmax', got {self.loss!r}"
+            self.loss in ("bpr", "softmax"),
+            "loss",
+            f"must be 'bpr' or 'softmax', got {self.loss!r}",
         )
         _require(1 <= self.negatives <= 100_000, "negatives", "must be in 1..100000")
         _require(math.isfinite(self.l2) and self.l2 >= 0, "l2", "must be finite and >= 0")
@@ -115,6 +124,11 @@ class ModelConfig:
             math.isfinite(self.negative_popularity_mix) and 0 <= self.negative_popularity_mix <= 1,
             "negative_popularity_mix",
             f"must be in [0, 1], got {self.negative_popularity_mix}",
+        )
+        _require(
+            math.isfinite(self.row_scaling) and 0 <= self.row_scaling <= 1,
+            "row_scaling",
+            f"must be in [0, 1], got {self.row_scaling}",
         )
         _require(self.negative_buffer_size >= 1, "negative_buffer_size", "must be >= 1")
         _require(

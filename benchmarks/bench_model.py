@@ -1,0 +1,246 @@
+"""Model-only benchmark: learn throughput, top-k latency, batch scoring, memory per row.
+
+    python -m benchmarks.bench_model --json reports/bench_model.json
+    python benchmarks/bench_model.py --quick
+
+Learn throughput counts everything `learn` does for pre-built event objects: id lookups,
+negative sampling, the compiled step, popularity and the LearnResult (no Kafka, no Redis, no
+JSON parsing). Numbers depend on what else runs on the machine: the report records the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _events(rng: np.random.Generator, n: int, n_users: int, n_items: int) -> list[Any]:
+    from streamrec.model.testing import Event
+
+    users = rng.integers(0, n_users, n)
+    items = np.minimum(rng.zipf(1.2, n) - 1, n_items - 1)
+    items = (items * 7919) % n_items  # popular items spread over the id space
+    return [
+        Event(f"u{u}", f"i{i}", "view", None, 1_700_000_000_000 + j)
+        for j, (u, i) in enumerate(zip(users.tolist(), items.tolist(), strict=True))
+    ]
+
+
+def _model(dim: int, **kw: Any) -> Any:
+    from streamrec.model.config import ModelConfig
+    from streamrec.model.online import OnlineRecommender
+
+    return OnlineRecommender(ModelConfig(dim=dim, **kw))
+
+
+def _register(rec: Any, n_users: int, n_items: int) -> None:
+    """Every id seen once, so tables are at full size before timing."""
+    from streamrec.model.testing import Event
+
+    n = max(n_users, n_items)
+    evs = [Event(f"u{j % n_users}", f"i{j % n_items}", "view", None, 0) for j in range(n)]
+    for s in range(0, n, 8192):
+        rec.learn(evs[s : s + 8192])
+
+
+def bench_learn(
+    args: argparse.Namespace, rng: np.random.Generator, optimizer: str, loss: str
+) -> list[dict[str, Any]]:
+    rec = _model(args.dim, optimizer=optimizer, loss=loss, negatives=args.negatives)
+    _register(rec, args.users, args.items)
+    out = []
+    for batch in args.batches:
+        n_batches = max(3, args.events // batch)
+        evs = _events(rng, batch * (n_batches + 1), args.users, args.items)
+        parts = [evs[s : s + batch] for s in range(0, len(evs), batch)]
+        rec.learn(parts[0])  # first call of this shape family (no retrace expected)
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        for p in parts[1:]:
+            rec.learn(p)
+        wall = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+        n = batch * (len(parts) - 1)
+        row = {
+            "optimizer": optimizer,
+            "loss": loss,
+            "batch": batch,
+            "events": n,
+            "events_per_s": n / wall,
+            "cpu_s_per_million": cpu / n * 1e6,
+            "traces": rec.tracing_count,
+        }
+        out.append(row)
+        print(
+            f"learn {loss:7s} {optimizer:7s} batch {batch:5d}: {n / wall:10,.0f} events/s "
+            f"({cpu / n * 1e6:.2f} CPU-s per million events)",
+            flush=True,
+        )
+    return out
+
+
+def bench_topk(args: argparse.Namespace, rng: np.random.Generator) -> list[dict[str, Any]]:
+    out = []
+    for n_items in args.topk_items:
+        rec = _model(args.dim)
+        n_users = 2000
+        _register(rec, n_users, n_items)
+        rec.learn(_events(rng, 4096, n_users, n_items))
+        t0 = time.perf_counter()
+        rec.item_vectors()  # the item matrix is rebuilt once per model change
+        rebuild = time.perf_counter() - t0
+        lat = []
+        for j in range(args.topk_reps):
+            t0 = time.perf_counter()
+            rec.recommend(f"u{j % n_users}", 10)
+            lat.append(time.perf_counter() - t0)
+        users = [f"u{j}" for j in range(min(n_users, args.scoring_users))]
+        t0 = time.perf_counter()
+        rec.recommend_many(users, 10)
+        many = time.perf_counter() - t0
+        row = {
+            "items": n_items,
+            "top10_ms_p50": statistics.median(lat) * 1e3,
+            "top10_ms_p99": float(np.percentile(lat, 99)) * 1e3,
+            "item_matrix_rebuild_ms": rebuild * 1e3,
+            "batch_scoring_users_per_s": len(users) / many,
+        }
+        out.append(row)
+        print(
+            f"top-10 over {n_items:7,d} items: p50 {row['top10_ms_p50']:.2f} ms, "
+            f"p99 {row['top10_ms_p99']:.2f} ms; item matrix rebuild {rebuild * 1e3:.1f} ms; "
+            f"batch scoring {row['batch_scoring_users_per_s']:,.0f} users/s",
+            flush=True,
+        )
+    return out
+
+
+def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
+    gc.collect()
+    rec = _model(args.dim)
+    rec.learn(_events(np.random.default_rng(0), 10, 10, 10))
+    gc.collect()
+    before = _rss_bytes()
+    _register(rec, args.users, args.items)
+    gc.collect()
+    after = _rss_bytes()
+    rows = args.users + args.items
+    raw = (args.dim + 1) * 4  # float32 embedding + bias per id
+    per_row = (after - before) / rows
+    accounted = _accounted_bytes(rec)
+    row = {
+        "users": args.users,
+        "items": args.items,
+        "rss_delta_bytes": after - before,
+        "bytes_per_id": per_row,
+        "raw_parameter_bytes_per_id": raw,
+        "overhead_factor": per_row / raw,
+        "table_capacity_rows": {
+            "users": rec.users.emb.capacity,
+            "items": rec.items.emb.capacity,
+        },
+        "accounted_bytes": accounted,
+        "accounted_bytes_per_id": sum(accounted.values()) / rows,
+    }
+    print(
+        f"memory: RSS grew {per_row:,.0f} bytes per id vs {raw} raw parameter bytes "
+        f"({per_row / raw:.1f}x; includes allocator slack and freed event objects); "
+        f"accounted {row['accounted_bytes_per_id']:,.0f} bytes per id: "
+        + ", ".join(f"{k} {v / rows:,.0f}" for k, v in accounted.items()),
+        flush=True,
+    )
+    return row
+
+
+def _accounted_bytes(rec: Any) -> dict[str, int]:
+    """What the model's own structures hold: tables at capacity, id maps, per-row arrays."""
+    tables = 0
+    for side in (rec.users, rec.items):
+        for t in side.tables:
+            per = (t.dim or 1) * 4
+            tables += t.capacity * per * (2 if t.acc is not None else 1)
+    ids = 0
+    for side in (rec.users, rec.items):
+        ids += sys.getsizeof(side.ids) + sys.getsizeof(side.ids.ids)
+        ids += sum(sys.getsizeof(s) for s in side.ids.ids)
+    arrays = rec.users.count.nbytes + rec.items.count.nbytes
+    arrays += rec.popularity._counts.nbytes + rec.sampler.buffer.nbytes
+    return {"tables": tables, "id_maps": ids, "counters": arrays}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--quick", action="store_true", help="small sizes, seconds not minutes")
+    ap.add_argument("--threads", type=int, default=2, help="TF intra-op threads")
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--users", type=int, default=100_000)
+    ap.add_argument("--items", type=int, default=50_000)
+    ap.add_argument("--negatives", type=int, default=64)
+    ap.add_argument("--events", type=int, default=200_000, help="timed events per batch size")
+    ap.add_argument("--batches", type=int, nargs="+", default=[256, 1024, 4096])
+    ap.add_argument("--topk-items", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--topk-reps", type=int, default=200)
+    ap.add_argument("--scoring-users", type=int, default=1000)
+    ap.add_argument(
+        "--variants", nargs="+", default=["bpr:sgd"], help="loss:optimizer pairs to time"
+    )
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.users, args.items, args.events = 20_000, 10_000, 40_000
+        args.topk_items, args.topk_reps, args.scoring_users = [10_000], 50, 200
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from streamrec.model.runtime import configure_threads
+
+    configure_threads(args.threads, 1)
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    report: dict[str, Any] = {
+        "machine": {
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "numpy": np.__version__,
+            "cpus": os.cpu_count(),
+            "loadavg_start": os.getloadavg(),
+            "threads": args.threads,
+        },
+        "sizes": {"users": args.users, "items": args.items, "dim": args.dim},
+        "learn": [],
+    }
+    for variant in args.variants:
+        loss, _, opt = variant.partition(":")
+        report["learn"] += bench_learn(args, rng, opt or "sgd", loss)
+    report["topk"] = bench_topk(args, rng)
+    report["memory"] = bench_memory(args)
+    report["machine"]["loadavg_end"] = os.getloadavg()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,881 @@
+"""The online recommender: one compiled TensorFlow step per mini-batch of events.
+
+score(u, i) = b + b_u + b_i + <p_u, q_i>, with p_u = e(user id) + sum of e(user feature) and
+q_i = e(item id) + sum of e(item feature) (LightFM). Python does what must be per event (id and
+feature lookups, a few list comprehensions) and prepares index arrays with numpy; TensorFlow
+does the arithmetic in one traced function whose inputs have unknown sizes, so it is traced once
+per model, whatever the batch size and however far the tables grow (no padding needed).
+
+Serving rules: an id row that never appeared in an event (catalogue-only, or never trained) is
+random initialisation, not knowledge, so it contributes nothing to a served vector; the same
+holds for feature rows. A new item with known features is thus scored by its features alone,
+and a user with features but no history is served from them (`source="features"`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from streamrec.model import checkpoint, losses, towers
+from streamrec.model.base import EventLike, Features, ItemMatrix, LearnResult
+from streamrec.model.config import ModelConfig
+from streamrec.model.ids import FeatureSpace, IdMap, decode_strings, encode_strings, feature_tokens
+from streamrec.model.popularity import DecayedPopularity
+from streamrec.model.ranking import top_k_rows
+from streamrec.model.sampling import NegativeSampler
+from streamrec.model.tables import GrowingTable
+
+log = logging.getLogger(__name__)
+
+SOURCE_MODEL = "model"
+SOURCE_FEATURES = "features"
+SOURCE_POPULARITY = "popularity"
+
+_ADAGRAD_EPS = 1e-7  # Keras's Adagrad epsilon
+_SCORE_CHUNK = 8_000_000  # scores per block in batch scoring (32 MB of float32)
+
+_N_INTS = 15  # index arrays packed into one tensor per step call (see `learn`)
+_N_FLOATS = 11
+_I32 = tf.TensorSpec([None], tf.int32)
+_F32 = tf.TensorSpec([None], tf.float32)
+
+
+def _grow(a: np.ndarray, n: int) -> np.ndarray:
+    if n <= a.shape[0]:
+        return a
+    cap = max(64, a.shape[0])
+    while cap < n:
+        cap *= 2
+    out = np.zeros(cap, dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+class _TypeCodes(dict[str, int]):
+    """Event type -> code; unknown types are 0 and, unlike a defaultdict's, not inserted."""
+
+    def __missing__(self, key: str) -> int:
+        return 0
+
+
+class _Side:
+    """Everything one side (users or items) owns: ids, features, tables, counts."""
+
+    def __init__(self, name: str, config: ModelConfig) -> None:
+        acc = config.adagrad_initial_accumulator if config.optimizer == "adagrad" else None
+        self.name = name
+        self.ids = IdMap()
+        self.features = FeatureSpace(config.feature_hash_buckets)
+        self.tokens: dict[int, tuple[str, ...]] = {}  # row -> feature tokens (latest wins)
+        self.frows: dict[int, np.ndarray] = {}  # row -> feature table rows of those tokens
+        self.count = np.zeros(64, dtype=np.int64)  # events per id row
+        fcap = config.feature_hash_buckets or config.initial_capacity
+        self.ftrained = np.zeros(max(64, fcap), dtype=bool)  # feature row seen in an event
+        self.emb = GrowingTable(f"{name}_emb", config.dim, config.initial_capacity, acc)
+        self.bias = GrowingTable(f"{name}_bias", 0, config.initial_capacity, acc)
+        self.femb = GrowingTable(f"{name}_feat_emb", config.dim, fcap, acc)
+        self.n_init = 0  # id rows initialised
+        self.f_init = 0  # feature rows initialised (all buckets at once when hashing)
+        self._pairs: tuple[np.ndarray, np.ndarray] | None = None  # all (row, feature) pairs
+
+    @property
+    def tables(self) -> list[GrowingTable]:
+        return [self.emb, self.bias, self.femb]
+
+    def set_tokens(self, row: int, tokens: tuple[str, ...]) -> None:
+        if tokens:
+            if self.tokens.get(row) == tokens:
+                return
+            self.tokens[row] = tokens
+            self.frows[row] = self.features.rows(tokens)
+        elif row in self.tokens:
+            del self.tokens[row]
+            del self.frows[row]
+        else:
+            return
+        self._pairs = None
+
+    def sync(self, rng: np.random.Generator, scale: float) -> bool:
+        """Initialise rows of ids and feature tokens that arrived since the last call."""
+        changed = False
+        n = len(self.ids.ids)
+        if n > self.n_init:
+            rows = np.arange(self.n_init, n, dtype=np.int32)
+            self.emb.set_rows(rows, rng.standard_normal((rows.shape[0], self.emb.dim)) * scale)
+            self.bias.ensure(n)
+            self.count = _grow(self.count, n)
+            self.n_init = n
+            changed = True
+        f = self.features.n_rows
+        if f > self.f_init:
+            rows = np.arange(self.f_init, f, dtype=np.int32)
+            self.femb.set_rows(rows, rng.standard_normal((rows.shape[0], self.femb.dim)) * scale)
+            self.ftrained = _grow(self.ftrained, f)
+            self.f_init = f
+            changed = True
+        return changed
+
+    def batch_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(unique feature rows, pair entity index, pair feature index) for `rows`."""
+        ents: list[np.ndarray] = []
+        feats: list[np.ndarray] = []
+        if self.frows:
+            get = self.frows.get
+            for j, r in enumerate(rows.tolist()):
+                fr = get(r)
+                if fr is not None:
+                    ents.append(np.full(fr.shape[0], j, dtype=np.int32))
+                    feats.append(fr)
+        if not feats:
+            z = np.zeros(0, dtype=np.int32)
+            return z, z, z
+        f_all = np.concatenate(feats)
+        f_set, f_idx = np.unique(f_all, return_inverse=True)
+        return f_set.astype(np.int32), np.concatenate(ents), f_idx.astype(np.int32)
+
+    def all_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row, feature row) for every entity with features; cached until features change."""
+        if self._pairs is None:
+            if self.frows:
+                rows = np.concatenate(
+                    [np.full(fr.shape[0], r, dtype=np.int64) for r, fr in self.frows.items()]
+                )
+                feats = np.concatenate(list(self.frows.values())).astype(np.int64)
+            else:
+                rows = feats = np.zeros(0, dtype=np.int64)
+            self._pairs = (rows, feats)
+        return self._pairs
+
+    def served(self, rows: np.ndarray, token_override: tuple[str, ...] | None = None) -> np.ndarray:
+        """Served vectors of `rows`: trained id rows plus trained feature rows."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = self.emb.get_rows(rows.astype(np.int32)) if rows.shape[0] else None
+        if out is None:
+            return np.zeros((0, self.emb.dim), dtype=np.float32)
+        out *= (self.count[rows] > 0)[:, None]
+        ents: list[int] = []
+        feats: list[int] = []
+        fr: np.ndarray | None
+        for j, r in enumerate(rows.tolist()):
+            if token_override is not None:
+                fr = self.known_feature_rows(token_override)
+            else:
+                fr = self.frows.get(r)
+            if fr is not None:
+                ents.extend([j] * fr.shape[0])
+                feats.extend(fr.tolist())
+        self._add_features(out, np.asarray(ents, np.int64), np.asarray(feats, np.int64))
+        return out
+
+    def known_feature_rows(self, tokens: Sequence[str]) -> np.ndarray:
+        """Feature rows of tokens already known, without registering new ones."""
+        rows = self.features.known_rows(list(tokens))
+        return rows[rows >= 0]
+
+    def _add_features(self, out: np.ndarray, ents: np.ndarray, feats: np.ndarray) -> None:
+        if feats.shape[0] == 0:
+            return
+        keep = self.ftrained[feats]
+        if not keep.all():
+            ents, feats = ents[keep], feats[keep]
+            if feats.shape[0] == 0:
+                return
+        f_set, f_idx = np.unique(feats, return_inverse=True)
+        vals = self.femb.get_rows(f_set.astype(np.int32))
+        np.add.at(out, ents, vals[f_idx])
+
+    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """Served vectors and biases of every row."""
+        n = len(self.ids.ids)
+        vecs = self.emb.head(n)
+        vecs *= (self.count[:n] > 0)[:, None]
+        rows, feats = self.all_pairs()
+        self._add_features(vecs, rows, feats)
+        return vecs, self.bias.head(n)
+
+
+class OnlineRecommender:
+    """Streaming matrix factorisation with side features; see the module docstring."""
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        self.config = config = config or ModelConfig()
+        self.rng = np.random.default_rng(config.seed)
+        self.users = _Side("user", config)
+        self.items = _Side("item", config)
+        acc = config.adagrad_initial_accumulator if config.optimizer == "adagrad" else None
+        self.gbias = GrowingTable("global_bias", 0, 1, acc)
+        self.popularity = DecayedPopularity.from_config(config, items=self.items.ids)
+        self.sampler = NegativeSampler(config.negative_buffer_size, config.negative_popularity_mix)
+        self.version = 0
+        self.skipped_nonfinite = 0  # batches whose update was skipped (non-finite loss/grads)
+        self._want_touched = True
+        self._mutations = 0  # bumps on every state change; keys the item-matrix cache
+        self._item_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._steps: dict[tuple[bool, bool, bool, bool], Any] = {}
+        # Code 0 is every type the config does not name (weight 0: ignored).
+        names = list(config.event_weights)
+        self._type_codes = _TypeCodes({t: j + 1 for j, t in enumerate(names)})
+        self._type_weights = np.asarray([0.0, *config.event_weights.values()], np.float64)
+        self._rating_code = names.index("rating") + 1 if "rating" in names else -1
+        self._sync()
+
+    # --- properties --------------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    @property
+    def global_bias(self) -> float:
+        return float(self.gbias.var[0].numpy())
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users.ids.ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items.ids.ids)
+
+    @property
+    def tracing_count(self) -> int:
+        """Traces of the training step: one per batch-content variant used, never per batch."""
+        return sum(int(f.experimental_get_tracing_count()) for f in self._steps.values())
+
+    # --- catalogue ---------------------------------------------------------------------------
+
+    def set_user_features(self, user: str, features: Features | None) -> None:
+        """Remember a user's side features (replacing earlier ones); registers the user."""
+        row = self.users.ids.add(user)
+        self.users.set_tokens(row, feature_tokens(features))
+        self._mutations += 1  # rows are initialised lazily, by the next call that reads them
+
+    def set_item_features(self, item: str, features: Features | None) -> None:
+        """Remember an item's side features; a new item becomes recommendable from them."""
+        row = self.items.ids.add(item)
+        self.items.set_tokens(row, feature_tokens(features))
+        self._mutations += 1
+
+    def _sync(self) -> None:
+        """Initialise the rows of ids and tokens registered since the last call.
+
+        Done in batches, at the start of every call that reads tables, instead of one eager
+        TF op per catalogue record; the draws happen in the same order for the same calls.
+        """
+        scale = self.config.init_scale
+        changed = self.users.sync(self.rng, scale)
+        if self.items.sync(self.rng, scale) or changed:
+            self._mutations += 1
+
+    # --- learning ----------------------------------------------------------------------------
+
+    def learn(self, events: Sequence[EventLike], *, touched: bool = True) -> LearnResult:
+        """One mini-batch: register ids and features, then `steps_per_batch` compiled steps.
+
+        Positive event weights are implicit positives for the ranking loss (BPR or sampled
+        softmax against the batch's shared negatives); negative weights (dislike) are explicit
+        negatives for the pointwise loss. A rating is a positive at or above
+        rating_positive_min, and every rating with a value trains the pointwise loss towards
+        a soft label (0 at rating_negative_max and below, 1 at rating_positive_min and above).
+        Types the config does not name are ignored. The whole update is skipped when the loss
+        or any gradient is not finite (`skipped_nonfinite`); with steps_per_batch > 1 each step
+        is guarded on its own and the steps before a bad one stay applied.
+
+        `touched=False` leaves LearnResult's id lists empty, for callers that track the ids
+        themselves (about a tenth of the Python time per event).
+        """
+        self.version += 1
+        self._want_touched = touched
+        n = len(events)
+        if n == 0:
+            return LearnResult(0, math.nan, False, [], [], self.version)
+        cfg = self.config
+        users = [e.user for e in events]
+        items = [e.item for e in events]
+        u_rows = self.users.ids.rows(users)
+        i_rows = self.items.ids.rows(items)
+        types = [e.type for e in events]
+        self._remember_features(events, u_rows, i_rows)
+        self._sync()
+
+        # Event type -> small code -> weight: one C-level pass over the types.
+        codes = np.fromiter(map(self._type_codes.__getitem__, types), np.int32, n)
+        w = self._type_weights[codes]
+        w_rank = np.where(w > 0, w, 0.0)
+        w_pt = np.where(w < 0, -w, 0.0)
+        y_pt = np.zeros(n, dtype=np.float64)
+        rating_w = cfg.event_weights.get("rating", 0.0)
+        ratings = np.flatnonzero(codes == self._rating_code) if rating_w > 0 else ()
+        if len(ratings):
+            idx = np.asarray(ratings)
+            raw = [events[j].value for j in idx.tolist()]
+            given = np.asarray([v is not None for v in raw])
+            vals = np.asarray([math.nan if v is None else v for v in raw], np.float64)
+            lo, hi = cfg.rating_negative_max, cfg.rating_positive_min
+            w_rank[idx] = np.where(given & (vals >= hi), rating_w, 0.0)
+            w_pt[idx] = np.where(given, rating_w, 0.0)
+            # A soft label between the two thresholds; a NaN value stays NaN and the batch is
+            # skipped as non-finite rather than silently learning from garbage.
+            with np.errstate(invalid="ignore"):
+                y_pt[idx] = np.where(given, np.clip((vals - lo) / (hi - lo), 0.0, 1.0), 0.0)
+
+        r = np.flatnonzero(w_rank > 0)
+        q = np.flatnonzero(w_pt > 0)
+        nr, nq = r.shape[0], q.shape[0]
+        if nr == 0 and nq == 0:
+            return self._result(n, math.nan, False, users, items, None)
+        if nr:
+            neg, neg_logq = self.sampler.sample(self.rng, cfg.negatives, self.n_items)
+        else:
+            neg, neg_logq = np.zeros(0, np.int32), np.zeros(0, np.float32)
+        u_set, u_inv = np.unique(np.concatenate([u_rows[r], u_rows[q]]), return_inverse=True)
+        i_set, i_inv = np.unique(np.concatenate([i_rows[r], i_rows[q], neg]), return_inverse=True)
+        r_i = i_inv[:nr]
+        cand: np.ndarray
+        r_cand: np.ndarray
+        cand_logq: np.ndarray
+        if cfg.loss == "softmax" and nr:
+            cand, r_cand, cand_count = np.unique(r_i, return_inverse=True, return_counts=True)
+            cand_logq = np.log(cand_count)
+        else:
+            cand = r_cand = cand_logq = np.zeros(0)
+        uf_set, uf_e, uf_f = self.users.batch_pairs(u_set)
+        if_set, if_e, if_f = self.items.batch_pairs(i_set)
+        ints = [
+            u_set, uf_set, uf_e, uf_f, i_set, if_set, if_e, if_f,
+            u_inv[:nr], r_i, i_inv[nr + nq :], cand, r_cand, u_inv[nr:], i_inv[nr : nr + nq],
+        ]  # fmt: skip
+        floats = [w_rank[r], neg_logq, cand_logq, w_pt[q], y_pt[q], np.asarray([nr + nq])]
+        floats += self._row_scales(nr, nq, u_inv, i_inv, u_set, i_set, uf_set, uf_e, uf_f)
+        floats += self._row_scales_items(if_set, if_e, if_f)
+        key = (nr > 0, nq > 0, uf_set.shape[0] > 0, if_set.shape[0] > 0)
+        step = self._steps.get(key)
+        if step is None:
+            step = self._steps[key] = self._build_step(*key)
+        packed = (
+            tf.constant(np.concatenate(ints).astype(np.int32)),
+            tf.constant(np.asarray([a.shape[0] for a in ints + floats], dtype=np.int32)),
+            tf.constant(np.concatenate(floats).astype(np.float32)),
+        )
+        total = 0.0
+        ok = True
+        for _ in range(cfg.steps_per_batch):
+            loss_t, ok_t = step(*packed)
+            if not bool(ok_t):
+                ok = False
+                break
+            total = float(loss_t)
+        self._mutations += 1
+        if not ok:
+            self.skipped_nonfinite += 1
+            log.warning(
+                "learn: non-finite loss or gradient in batch %d (%d events); update skipped "
+                "(%d skipped so far)",
+                self.version,
+                n,
+                self.skipped_nonfinite,
+            )
+            return self._result(n, math.nan, True, users, items, None)
+
+        active = np.concatenate([r, q])
+        np.add.at(self.users.count, u_rows[active], 1)
+        np.add.at(self.items.count, i_rows[active], 1)
+        if uf_set.shape[0]:
+            self.users.ftrained[uf_set] = True
+        if if_set.shape[0]:
+            # Features of sampled negatives were only pushed down; they count as trained only
+            # through an item that appeared in an event.
+            f_set, _, _ = self.items.batch_pairs(np.unique(i_rows[active]))
+            self.items.ftrained[f_set] = True
+        self._observe_popularity(events, r, w_rank, u_rows, i_rows)
+        self.sampler.observe(i_rows[r])
+        return self._result(n, total / (nr + nq), False, users, items, neg)
+
+    def _row_scales(
+        self,
+        nr: int,
+        nq: int,
+        u_inv: np.ndarray,
+        i_inv: np.ndarray,
+        u_set: np.ndarray,
+        i_set: np.ndarray,
+        uf_set: np.ndarray,
+        uf_e: np.ndarray,
+        uf_f: np.ndarray,
+    ) -> list[np.ndarray]:
+        """Per-row gradient scales occurrences^-row_scaling (see ModelConfig.row_scaling)."""
+        alpha = self.config.row_scaling
+        n_ev = nr + nq
+        u_occ = np.bincount(u_inv, minlength=u_set.shape[0]).astype(np.float64)
+        i_occ = np.bincount(i_inv[:n_ev], minlength=i_set.shape[0]).astype(np.float64)
+        n_neg = i_inv.shape[0] - n_ev
+        if n_neg:
+            # Every ranking event spreads 1/N over the N shared negatives.
+            i_occ += np.bincount(i_inv[n_ev:], minlength=i_set.shape[0]) * (nr / n_neg)
+        uf_occ = np.bincount(uf_f, weights=u_occ[uf_e], minlength=uf_set.shape[0])
+        self._i_occ = i_occ
+        return [
+            np.maximum(u_occ, 1.0) ** -alpha,
+            np.maximum(i_occ, 1.0) ** -alpha,
+            np.maximum(uf_occ, 1.0) ** -alpha,
+            np.asarray([max(nq, 1) ** -alpha]),
+        ]
+
+    def _row_scales_items(
+        self, if_set: np.ndarray, if_e: np.ndarray, if_f: np.ndarray
+    ) -> list[np.ndarray]:
+        occ = np.bincount(if_f, weights=self._i_occ[if_e], minlength=if_set.shape[0])
+        return [np.maximum(occ, 1.0) ** -self.config.row_scaling]
+
+    def _remember_features(
+        self, events: Sequence[EventLike], u_rows: np.ndarray, i_rows: np.ndarray
+    ) -> None:
+        """Features carried by events replace the stored ones (latest wins)."""
+        ufs = [e.user_features for e in events]
+        if ufs.count(None) != len(ufs):
+            for j, f in enumerate(ufs):
+                if f is not None:
+                    self.users.set_tokens(int(u_rows[j]), feature_tokens(f))
+        ifs = [e.item_features for e in events]
+        if ifs.count(None) != len(ifs):
+            for j, f in enumerate(ifs):
+                if f is not None:
+                    self.items.set_tokens(int(i_rows[j]), feature_tokens(f))
+
+    def _observe_popularity(
+        self,
+        events: Sequence[EventLike],
+        r: np.ndarray,
+        w_rank: np.ndarray,
+        u_rows: np.ndarray,
+        i_rows: np.ndarray,
+    ) -> None:
+        if r.shape[0] == 0:
+            return
+        rl = r.tolist()
+        ts = np.asarray([events[j].ts for j in rl], dtype=np.int64)
+        segments = None
+        if self.users.tokens and self.config.popularity_segments != "":
+            get = self.users.tokens.get
+            seg_of = self.popularity.segments_of
+            segments = [seg_of(get(int(u_rows[j]), ())) for j in rl]
+        self.popularity.add_rows(i_rows[r], ts, w_rank[r], segments)
+
+    def _result(
+        self,
+        n: int,
+        loss: float,
+        skipped: bool,
+        users: list[str],
+        items: list[str],
+        neg: np.ndarray | None,
+    ) -> LearnResult:
+        """Touched ids in first-seen order; touched items include the sampled negatives.
+
+        Built from the batch's own strings (hot in cache) rather than by indexing the id
+        lists with rows: that costs a cache miss per id, a millisecond per 4096 events.
+        """
+        if not self._want_touched:
+            return LearnResult(n, loss, skipped, [], [], self.version)
+        touched_items = dict.fromkeys(items)
+        if neg is not None and neg.shape[0]:
+            iid = self.items.ids.ids
+            touched_items.update(dict.fromkeys(iid[r] for r in neg.tolist()))
+        return LearnResult(
+            n, loss, skipped, list(dict.fromkeys(users)), list(touched_items), self.version
+        )
+
+    def _build_step(self, has_rank: bool, has_pt: bool, has_uf: bool, has_if: bool) -> Any:
+        """The compiled step for one combination of batch contents.
+
+        Parts a batch does not have (features, explicit feedback) are left out of the graph
+        rather than fed empty tensors: every op costs a fixed few microseconds, which matters at
+        a few milliseconds per batch. At most 16 variants exist, each traced once.
+        """
+        cfg = self.config
+        users, items, gbias = self.users, self.items, self.gbias
+        lr = cfg.learning_rate
+        l2 = cfg.l2
+        clip = cfg.clip_norm
+        adagrad = cfg.optimizer == "adagrad"
+        softmax = cfg.loss == "softmax"
+        scaled = cfg.row_scaling > 0
+
+        def apply(table: GrowingTable, idx: tf.Tensor, g: tf.Tensor) -> Any:
+            if adagrad:
+                assert table.acc is not None
+                table.acc.scatter_add(tf.IndexedSlices(g * g, idx))
+                a = tf.gather(table.acc, idx)
+                step = lr * g / (tf.sqrt(a) + _ADAGRAD_EPS)
+                return table.var.scatter_sub(tf.IndexedSlices(step, idx))
+            return table.var.scatter_sub(tf.IndexedSlices(lr * g, idx))
+
+        signature = [_I32, _I32, _F32]
+
+        # autograph off: the step is plain graph code (tf.cond above), and tracing without the
+        # source transformation is several times faster, which every new variant pays once.
+        @tf.function(input_signature=signature, autograph=False)
+        def step(ints: tf.Tensor, sizes: tf.Tensor, floats: tf.Tensor) -> tuple[Any, Any]:
+            (
+                u_set, uf_set, uf_e, uf_f, i_set, if_set, if_e, if_f,
+                r_u, r_i, neg, cand, r_cand, p_u, p_i,
+            ) = tf.split(ints, sizes[:_N_INTS], num=_N_INTS)  # fmt: skip
+            (
+                r_w, neg_logq, cand_logq, p_w, p_y, n_active,
+                s_u, s_i, s_uf, s_b0, s_if,
+            ) = tf.split(floats, sizes[_N_INTS:], num=_N_FLOATS)  # fmt: skip
+            row_scale = {"eu": s_u, "bu": s_u, "ei": s_i, "bi": s_i, "fu": s_uf, "fi": s_if}
+            row_scale["b0"] = s_b0
+            zero = tf.zeros([1], tf.int32)
+            slots: dict[str, tuple[GrowingTable, tf.Tensor]] = {
+                "eu": (users.emb, u_set),
+                "ei": (items.emb, i_set),
+                "bi": (items.bias, i_set),
+            }
+            if has_uf:
+                slots["fu"] = (users.femb, uf_set)
+            if has_if:
+                slots["fi"] = (items.femb, if_set)
+            if has_pt:
+                slots["bu"] = (users.bias, u_set)
+                slots["b0"] = (gbias, zero)
+            names = list(slots)
+            params = [tf.gather(table.var, idx) for table, idx in slots.values()]
+            with tf.GradientTape() as tape:
+                tape.watch(params)
+                x = dict(zip(names, params, strict=True))
+                p = towers.embed(x["eu"], x["fu"], uf_e, uf_f) if has_uf else x["eu"]
+                qv = towers.embed(x["ei"], x["fi"], if_e, if_f) if has_if else x["ei"]
+                bi = x["bi"]
+                loss = tf.constant(0.0)
+                if has_rank:
+                    pr = tf.gather(p, r_u)
+                    neg_q = tf.gather(qv, neg)
+                    neg_b = tf.gather(bi, neg)
+                    not_hit = tf.cast(neg[None, :] != r_i[:, None], tf.float32)
+                    negs = tf.matmul(pr, neg_q, transpose_b=True) + neg_b[None, :]
+                    if softmax:
+                        cq = tf.gather(qv, cand)
+                        in_batch = tf.matmul(pr, cq, transpose_b=True) + tf.gather(bi, cand)[None]
+                        mask = tf.concat([tf.ones_like(in_batch), not_hit], axis=1)
+                        loss += losses.sampled_softmax(
+                            tf.concat([in_batch, negs], axis=1),
+                            r_cand,
+                            tf.concat([cand_logq, neg_logq], axis=0),
+                            r_w,
+                            mask,
+                        )
+                    else:
+                        pos = tf.reduce_sum(pr * tf.gather(qv, r_i), axis=1) + tf.gather(bi, r_i)
+                        loss += losses.bpr(pos, negs, r_w, not_hit)
+                if has_pt:
+                    scores = (
+                        x["b0"][0]
+                        + tf.gather(x["bu"], p_u)
+                        + tf.gather(bi, p_i)
+                        + tf.reduce_sum(tf.gather(p, p_u) * tf.gather(qv, p_i), axis=1)
+                    )
+                    loss += losses.pointwise(scores, p_y, p_w)
+            grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            # Gradients of gathers over the batch's own (small) unique-row sets may come back
+            # as IndexedSlices; densify those, never the tables'.
+            grads = [tf.convert_to_tensor(g) for g in grads]
+            ok = tf.math.is_finite(loss)
+            for g in grads:
+                ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(g)))
+            if scaled:
+                grads = [
+                    g * (row_scale[n][:, None] if g.shape.rank == 2 else row_scale[n])
+                    for n, g in zip(names, grads, strict=True)
+                ]
+            if clip > 0:
+                norm = tf.linalg.global_norm(grads)
+                limit = clip * tf.sqrt(tf.maximum(n_active[0], 1.0))
+                scale = tf.minimum(1.0, limit / tf.maximum(norm, 1e-30))
+                grads = [g * scale for g in grads]
+            if l2 > 0:
+                # Lazy weight decay: only rows in the batch, as a sparse model must; the
+                # global bias is not decayed.
+                grads = [
+                    g if name == "b0" else g + l2 * v
+                    for name, g, v in zip(names, grads, params, strict=True)
+                ]
+
+            def update() -> tf.Tensor:
+                ops = [
+                    apply(table, idx, g)
+                    for (table, idx), g in zip(slots.values(), grads, strict=True)
+                ]
+                with tf.control_dependencies(ops):
+                    return tf.constant(True)
+
+            # Nothing at all is applied unless the loss and every gradient are finite.
+            applied = tf.cond(ok, update, lambda: tf.constant(False))
+            return loss, applied
+
+        # Every variant is traced exactly once (fixed signature), but all share this code
+        # object, so TF's "frequent retracing" heuristic would warn about a non-problem.
+        step._omit_frequent_tracing_warning = True
+        return step
+
+    # --- serving -----------------------------------------------------------------------------
+
+    def user_vector(self, user: str) -> tuple[np.ndarray, float] | None:
+        """The served user vector p_u and bias b_u; None for an unknown user."""
+        self._sync()
+        row = self.users.ids.row(user)
+        if row < 0:
+            return None
+        vec = self.users.served(np.asarray([row]))[0]
+        bias = float(self.users.bias.get_rows(np.asarray([row], np.int32))[0])
+        return vec.astype(np.float32), bias
+
+    def user_feature_vectors(self, tokens: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Trained user-feature token embeddings ("country=DE" -> float32 [dim]).
+
+        What a reader without TensorFlow sums to serve a new user from their features, the
+        same vector as the "features" path here. Tokens never seen in a learned event are left
+        out (their rows are random initialisation). `tokens` None: every trained token.
+        """
+        self._sync()
+        side = self.users
+        names = list(side.features.tokens.ids if tokens is None else tokens)
+        rows = side.features.known_rows(names).tolist()
+        trained = side.ftrained
+        pairs = [(t, r) for t, r in zip(names, rows, strict=True) if r >= 0 and trained[r]]
+        if not pairs:
+            return {}
+        vecs = side.femb.get_rows(np.asarray([r for _, r in pairs], dtype=np.int32))
+        return {t: vecs[j] for j, (t, _) in enumerate(pairs)}
+
+    def item_vectors(self) -> ItemMatrix:
+        vecs, biases = self._item_matrix()
+        # The cached arrays themselves, read-only: no 25 MB copy per call at 100k items.
+        return ItemMatrix(list(self.items.ids.ids), vecs, biases)
+
+    def _item_matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        self._sync()
+        cache = self._item_cache
+        if cache is None or cache[0] != self._mutations:
+            vecs, biases = self.items.matrix()
+            vecs.flags.writeable = False
+            biases.flags.writeable = False
+            cache = self._item_cache = (self._mutations, vecs, biases)
+        return cache[1], cache[2]
+
+    def _exclude_rows(self, exclude: Collection[str]) -> np.ndarray:
+        row = self.items.ids.row
+        rows = [r for r in map(row, exclude) if r >= 0]
+        return np.asarray(rows, dtype=np.int64)
+
+    def _rank(self, p: np.ndarray, exclude: Collection[str], k: int) -> list[tuple[str, float]]:
+        vecs, biases = self._item_matrix()
+        scores = p[None, :] @ vecs.T + biases[None, :]
+        if exclude:
+            scores[0, self._exclude_rows(exclude)] = -np.inf
+        ids = self.items.ids.ids
+        row = scores[0]
+        return [(ids[j], float(row[j])) for j in top_k_rows(scores, k, ids)[0]]
+
+    def recommend_with_source(
+        self,
+        user: str,
+        k: int = 10,
+        exclude: Collection[str] = (),
+        user_features: Features | None = None,
+    ) -> tuple[list[tuple[str, float]], str]:
+        """Top-k items and which path served them: "model", "features" or "popularity".
+
+        A user with history is scored by the model; otherwise by their side features (passed
+        in, else remembered), if any of them were ever trained; otherwise by decayed
+        popularity of the user's best-populated feature segment, then global popularity.
+        Scores are comparable within one list only. `user_features` is used for this call and
+        not remembered.
+        """
+        self._sync()
+        if k <= 0:
+            return [], SOURCE_MODEL
+        side = self.users
+        row = side.ids.row(user)
+        tokens = (
+            feature_tokens(user_features) if user_features is not None else side.tokens.get(row, ())
+        )
+        override = tokens if user_features is not None else None
+        if row >= 0 and side.count[row] > 0:
+            p = side.served(np.asarray([row]), override)[0]
+            return self._rank(p, exclude, k), SOURCE_MODEL
+        frows = side.known_feature_rows(tokens)
+        if frows.shape[0] and side.ftrained[frows].any():
+            p = np.zeros((1, self.dim), dtype=np.float32)
+            side._add_features(p, np.zeros(frows.shape[0], np.int64), frows.astype(np.int64))
+            return self._rank(p[0], exclude, k), SOURCE_FEATURES
+        return self._popular(tokens, k, exclude), SOURCE_POPULARITY
+
+    def _popular(
+        self, tokens: Sequence[str], k: int, exclude: Collection[str]
+    ) -> list[tuple[str, float]]:
+        pop = self.popularity
+        seg = pop.best_segment(tokens) if tokens else None
+        out = pop.top(k, segment=seg, exclude=exclude) if seg is not None else []
+        if len(out) < k:
+            # Fill a thin segment from global popularity; its scores stay below the segment's
+            # list only in order, not in value, so renumber nothing and just append.
+            have = {i for i, _ in out}
+            more = pop.top(k - len(out), exclude=set(exclude) | have)
+            out.extend(more)
+        return out
+
+    def recommend(
+        self,
+        user: str,
+        k: int = 10,
+        exclude: Collection[str] = (),
+        user_features: Features | None = None,
+    ) -> list[tuple[str, float]]:
+        return self.recommend_with_source(user, k, exclude, user_features)[0]
+
+    def recommend_many(
+        self,
+        users: Sequence[str],
+        k: int = 10,
+        exclude: Mapping[str, Collection[str]] | None = None,
+    ) -> dict[str, list[tuple[str, float]]]:
+        """Batch scoring: one matrix product per block of known users."""
+        self._sync()
+        exclude = exclude or {}
+        out: dict[str, list[tuple[str, float]]] = {}
+        side = self.users
+        known: list[str] = []
+        rows: list[int] = []
+        for u in users:
+            row = side.ids.row(u)
+            if row >= 0 and side.count[row] > 0:
+                if u not in out:
+                    known.append(u)
+                    rows.append(row)
+                    out[u] = []
+            else:
+                out[u] = self.recommend(u, k, exclude.get(u, ()))
+        if not known or k <= 0:
+            return out
+        vecs, biases = self._item_matrix()
+        ids = self.items.ids.ids
+        n_items = vecs.shape[0]
+        block = max(1, _SCORE_CHUNK // max(1, n_items))
+        for start in range(0, len(known), block):
+            chunk = np.asarray(rows[start : start + block])
+            p = side.served(chunk)
+            scores = p @ vecs.T + biases[None, :]
+            names = known[start : start + block]
+            for j, u in enumerate(names):
+                ex = exclude.get(u)
+                if ex:
+                    scores[j, self._exclude_rows(ex)] = -np.inf
+            for j, (u, best) in enumerate(zip(names, top_k_rows(scores, k, ids), strict=True)):
+                s = scores[j]
+                out[u] = [(ids[t], float(s[t])) for t in best]
+        return out
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def save(self, path: str | Path, metadata: Mapping[str, Any] | None = None) -> None:
+        """Everything needed to continue training bit for bit, written atomically.
+
+        `metadata` must be JSON-serialisable (the consumer stores Kafka offsets there).
+        """
+        self._sync()
+        arrays: dict[str, np.ndarray] = {}
+        capacities: dict[str, int] = {}
+        for side in (self.users, self.items):
+            s = side.name
+            n, f = side.n_init, side.f_init
+            for table, rows in ((side.emb, n), (side.bias, n), (side.femb, f)):
+                arrays[table.name] = table.head(rows)
+                acc = table.head_acc(rows)
+                if acc is not None:
+                    arrays[f"{table.name}_acc"] = acc
+                capacities[table.name] = table.capacity
+            arrays[f"{s}_ids_blob"], arrays[f"{s}_ids_off"] = encode_strings(side.ids.ids)
+            blob, off = encode_strings(side.features.tokens.ids)
+            arrays[f"{s}_tokens_blob"], arrays[f"{s}_tokens_off"] = blob, off
+            token_row = side.features.tokens.row
+            ent = np.fromiter(side.tokens.keys(), np.int64, len(side.tokens))
+            lens = np.fromiter((len(t) for t in side.tokens.values()), np.int64, len(side.tokens))
+            indptr = np.zeros(len(side.tokens) + 1, dtype=np.int64)
+            np.cumsum(lens, out=indptr[1:])
+            toks = [token_row(t) for ts in side.tokens.values() for t in ts]
+            arrays[f"{s}_feat_entities"] = ent
+            arrays[f"{s}_feat_indptr"] = indptr
+            arrays[f"{s}_feat_tokens"] = np.asarray(toks, dtype=np.int64)
+            arrays[f"{s}_count"] = side.count[:n].copy()
+            arrays[f"{s}_ftrained"] = side.ftrained[:f].copy()
+        arrays["global_bias"] = self.gbias.head(1)
+        gacc = self.gbias.head_acc(1)
+        if gacc is not None:
+            arrays["global_bias_acc"] = gacc
+        pop_arrays, pop_info = self.popularity.state()
+        arrays.update(pop_arrays)
+        neg_arrays, neg_info = self.sampler.state()
+        arrays.update(neg_arrays)
+        info = {
+            "config": dataclasses.asdict(self.config),
+            "version": self.version,
+            "skipped_nonfinite": self.skipped_nonfinite,
+            "rng": self.rng.bit_generator.state,
+            "capacities": capacities,
+            "popularity": pop_info,
+            "sampler": neg_info,
+            "metadata": dict(metadata or {}),
+        }
+        checkpoint.write(path, arrays, info)
+
+    @classmethod
+    def restore(cls, path: str | Path) -> tuple[OnlineRecommender, dict[str, Any]]:
+        """The model saved at `path` and the caller's metadata saved with it."""
+        arrays, info = checkpoint.read(path)
+        config = ModelConfig(**info["config"])
+        # Build without drawing hashed-feature rows twice: a fresh model draws them from the
+        # seed, then everything, RNG included, is overwritten by the saved state.
+        model = cls(config)
+        for side in (model.users, model.items):
+            s = side.name
+            side.ids = IdMap(decode_strings(arrays[f"{s}_ids_blob"], arrays[f"{s}_ids_off"]))
+            side.features.tokens = IdMap(
+                decode_strings(arrays[f"{s}_tokens_blob"], arrays[f"{s}_tokens_off"])
+            )
+            names = side.features.tokens.ids
+            indptr = arrays[f"{s}_feat_indptr"].tolist()
+            toks = arrays[f"{s}_feat_tokens"].tolist()
+            side.tokens = {}
+            side.frows = {}
+            for j, ent in enumerate(arrays[f"{s}_feat_entities"].tolist()):
+                tokens = tuple(names[t] for t in toks[indptr[j] : indptr[j + 1]])
+                side.set_tokens(ent, tokens)
+            for table in side.tables:
+                table.load(
+                    arrays[table.name],
+                    arrays.get(f"{table.name}_acc"),
+                    info["capacities"][table.name],
+                )
+            side.n_init = len(side.ids.ids)
+            side.f_init = arrays[side.femb.name].shape[0]
+            side.count = _grow(arrays[f"{s}_count"].astype(np.int64), side.n_init)
+            side.ftrained = _grow(arrays[f"{s}_ftrained"].astype(bool), side.f_init)
+            side._pairs = None
+        model.gbias.load(arrays["global_bias"], arrays.get("global_bias_acc"), 1)
+        model.popularity.items = model.items.ids
+        model.popularity.load_state(arrays, info["popularity"])
+        model.sampler.load_state(arrays, info["sampler"])
+        model.rng.bit_generator.state = info["rng"]
+        model.version = int(info["version"])
+        model.skipped_nonfinite = int(info["skipped_nonfinite"])
+        model._mutations += 1
+        return model, dict(info["metadata"])

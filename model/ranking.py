@@ -1,0 +1,70 @@
+"""Top-k selection shared by the model and popularity.
+
+Readers compare lists from the model, from Redis and from a replay: the order must not depend
+on argpartition's internals, so ties are broken by item id, and the boundary of the k-th score
+is resolved exactly instead of by whichever tied item argpartition happened to keep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def top_k(scores: np.ndarray, k: int, ids: Sequence[str]) -> list[int]:
+    """Indices of the k best finite scores, best first, ties by id ascending.
+
+    Entries that are -inf or NaN are unavailable (excluded items); the result has exactly
+    min(k, number of finite scores) entries.
+    """
+    scores = np.asarray(scores)
+    finite = np.isfinite(scores)
+    n_avail = int(finite.sum())
+    k = min(int(k), n_avail)
+    if k <= 0:
+        return []
+    if n_avail < scores.shape[0]:
+        scores = np.where(finite, scores, -np.inf)
+    if k < scores.shape[0]:
+        part = np.argpartition(-scores, k - 1)[:k]
+        kth = scores[part].min()
+    else:
+        kth = scores[finite].min()
+    above = np.flatnonzero(scores > kth)
+    ties = np.flatnonzero(scores == kth)
+    best = sorted(above.tolist(), key=lambda j: (-scores[j], ids[j]))
+    need = k - len(best)
+    if need > 0:
+        best.extend(sorted(ties.tolist(), key=ids.__getitem__)[:need])
+    return best[:k]
+
+
+def top_k_rows(scores: np.ndarray, k: int, ids: Sequence[str]) -> list[list[int]]:
+    """`top_k` for every row of a [m, n] score matrix, vectorised over rows.
+
+    Rows without ties among their best k (and at the k-th score) come from one argpartition
+    and one argsort over the matrix; the rare rows with ties go through `top_k` for the exact
+    id order.
+    """
+    m, n = scores.shape
+    k = min(int(k), n)
+    if k <= 0 or m == 0:
+        return [[] for _ in range(m)]
+    if k < n:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(n), (m, n))
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    best = np.take_along_axis(part, order, axis=1)
+    svals = np.take_along_axis(vals, order, axis=1)
+    kth = svals[:, -1]
+    exact = np.isfinite(kth) & ((scores >= kth[:, None]).sum(axis=1) == k)
+    if k > 1:
+        with np.errstate(invalid="ignore"):  # -inf - -inf in rows with excluded items
+            exact &= ~(np.diff(svals, axis=1) == 0).any(axis=1)
+    out = best.tolist()
+    for j in np.flatnonzero(~exact).tolist():
+        out[j] = top_k(scores[j], k, ids)
+    return out

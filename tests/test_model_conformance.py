@@ -1,0 +1,295 @@
+"""One suite run against every loss x optimiser variant (River's `check_estimator` idea).
+
+Each check states a property every variant must have: the protocol's shapes and types,
+determinism under a seed, growth that keeps learned rows, no NaN from hostile input, skipped
+non-finite batches, and save -> restore -> identical continued training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamrec.model import checkpoint
+from streamrec.model.base import ItemMatrix, LearnResult
+from streamrec.model.config import ModelConfig
+from streamrec.model.online import OnlineRecommender
+from streamrec.model.runtime import configure_threads
+from streamrec.model.testing import Event, planted_stream
+
+configure_threads(1, 1)  # before the first TF op: 2 shared cores
+
+VARIANTS = [
+    pytest.param(loss, opt, id=f"{loss}-{opt}")
+    for loss, opt in itertools.product(("bpr", "softmax"), ("sgd", "adagrad"))
+]
+
+
+def make(loss: str, opt: str, **kw: object) -> OnlineRecommender:
+    cfg = ModelConfig(
+        dim=8, loss=loss, optimizer=opt, negatives=16, initial_capacity=4, seed=7, **kw
+    )  # type: ignore[arg-type]
+    return OnlineRecommender(cfg)
+
+
+def stream(n: int = 1200, seed: int = 0) -> list[Event]:
+    """Planted events plus a sprinkling of features, ratings and dislikes."""
+    out = []
+    for j, e in enumerate(planted_stream(60, 40, n, n_clusters=4, seed=seed)):
+        if j % 7 == 0:
+            e = dataclasses.replace(e, user_features={"country": ["DE", "FR"][j % 2]})
+        if j % 11 == 0:
+            e = dataclasses.replace(e, item_features={"genre": f"g{j % 3}", "tags": ["a", "b"]})
+        if j % 13 == 0:
+            e = dataclasses.replace(e, type="rating", value=float(j % 5 + 1))
+        if j % 17 == 0:
+            e = dataclasses.replace(e, type="dislike")
+        out.append(e)
+    return out
+
+
+def batches(events: list[Event], size: int = 128) -> list[list[Event]]:
+    return [events[s : s + size] for s in range(0, len(events), size)]
+
+
+def state(rec: OnlineRecommender) -> dict[str, np.ndarray]:
+    """Every table and accumulator, for exact comparisons."""
+    out: dict[str, np.ndarray] = {}
+    for side in (rec.users, rec.items):
+        for t in side.tables:
+            n = side.n_init if t is not side.femb else side.f_init
+            out[t.name] = t.head(n)
+            acc = t.head_acc(n)
+            if acc is not None:
+                out[t.name + "_acc"] = acc
+    out["global_bias"] = rec.gbias.head(1)
+    return out
+
+
+def assert_same_state(a: OnlineRecommender, b: OnlineRecommender) -> None:
+    sa, sb = state(a), state(b)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
+
+
+@pytest.mark.parametrize(("loss", "opt"), VARIANTS)
+def test_protocol_shapes_and_types(loss: str, opt: str) -> None:
+    rec = make(loss, opt)
+    empty = rec.learn([])
+    assert isinstance(empty, LearnResult) and empty.n_events == 0 and math.isnan(empty.loss)
+    events = stream(300)
+    res = rec.learn(events)
+    assert isinstance(res, LearnResult)
+    assert res.n_events == 300 and math.isfinite(res.loss) and not res.skipped_nonfinite
+    assert res.version == 2  # one per learn call, empty ones included
+    assert set(res.touched_users) == {e.user for e in events}
+    assert {e.item for e in events} <= set(res.touched_items)
+    assert rec.dim == 8 and isinstance(rec.global_bias, float)
+
+    vec = rec.user_vector(events[0].user)
+    assert vec is not None
+    v, b = vec
+    assert isinstance(v, np.ndarray) and v.dtype == np.float32 and v.shape == (8,)
+    assert isinstance(b, float)
+    assert rec.user_vector("nobody") is None
+
+    m = rec.item_vectors()
+    assert isinstance(m, ItemMatrix)
+    assert m.vectors.dtype == np.float32 and m.vectors.shape == (len(m.ids), 8)
+    assert m.biases.dtype == np.float32 and m.biases.shape == (len(m.ids),)
+    assert set(m.ids) == {e.item for e in events}
+
+    recs = rec.recommend(events[0].user, k=5, exclude=[m.ids[0]])
+    assert len(recs) == 5
+    assert all(isinstance(i, str) and isinstance(s, float) for i, s in recs)
+    assert m.ids[0] not in {i for i, _ in recs}
+    scores = [s for _, s in recs]
+    assert scores == sorted(scores, reverse=True)
+    # Exactly min(k, available): ask for more than there are.
+    n_items = len(m.ids)
+    assert len(rec.recommend(events[0].user, k=1000)) == n_items
+    assert len(rec.recommend(events[0].user, k=1000, exclude=m.ids[:3])) == n_items - 3
+    assert rec.recommend(events[0].user, k=0) == []
+
+    users = [*sorted({e.user for e in events})[:5], "nobody"]
+    many = rec.recommend_many(users, k=4, exclude={users[0]: [recs[0][0]]})
+    assert set(many) == set(users)
+    assert all(len(v) == 4 for v in many.values())
+    assert recs[0][0] not in {i for i, _ in many[users[0]]}
+    for u in users[1:5]:  # batch and single scoring may round differently (gemm vs gemv)
+        single = rec.recommend(u, k=4)
+        assert [i for i, _ in many[u]] == [i for i, _ in single]
+        np.testing.assert_allclose([s for _, s in many[u]], [s for _, s in single], rtol=1e-5)
+
+
+@pytest.mark.parametrize(("loss", "opt"), VARIANTS)
+def test_deterministic_under_seed(loss: str, opt: str) -> None:
+    a, b = make(loss, opt), make(loss, opt)
+    for batch in batches(stream(800)):
+        ra, rb = a.learn(batch), b.learn(batch)
+        assert ra == rb
+    assert_same_state(a, b)
+    assert a.recommend("u1", 10) == b.recommend("u1", 10)
+
+
+@pytest.mark.parametrize(("loss", "opt"), VARIANTS)
+def test_growth_keeps_learned_rows_without_retracing(loss: str, opt: str) -> None:
+    rec = make(loss, opt)
+    first = [Event(f"u{j}", f"i{j % 3}", "view", None, j) for j in range(6)]
+    rec.learn(first)
+    before = {e.user: rec.user_vector(e.user) for e in first}
+    cap = rec.users.emb.capacity
+    traces = rec.tracing_count
+    for k in range(5):  # new users and items only: tables double several times
+        rec.learn([Event(f"n{k}_{j}", f"m{k}_{j}", "view", None, 100 + j) for j in range(40)])
+    assert rec.users.emb.capacity > cap and rec.n_users == 206
+    for user, (vec, bias) in before.items():  # type: ignore[misc]
+        after = rec.user_vector(user)
+        assert after is not None
+        np.testing.assert_array_equal(after[0], vec)
+        assert after[1] == bias
+    assert rec.tracing_count == traces  # same batch contents, bigger tables: no new trace
+
+
+@pytest.mark.parametrize(("loss", "opt"), VARIANTS)
+def test_no_nan_under_extreme_inputs(loss: str, opt: str) -> None:
+    rec = make(loss, opt)
+    long_feats = {"tags": [f"t{j}" for j in range(3000)]}
+    hostile = [
+        [Event("u", "i", "rating", 1e300, 0), Event("u", "j", "rating", -1e300, 0)],
+        [Event("u", "i", "view", None, 0)] * 2000,  # one pair repeated: a huge summed gradient
+        [],
+        [Event("v", "k", "click", None, 2**62, long_feats, long_feats)],
+        [Event("w", "i", "no-such-type", None, 0)],
+        [Event("u", "i", "dislike", None, -(2**62))] * 500,
+        [Event(f"x{j}", "i", "purchase", None, 0) for j in range(300)],
+    ]
+    for _ in range(2):
+        for batch in hostile:
+            res = rec.learn(batch)
+            assert not res.skipped_nonfinite
+    for name, arr in state(rec).items():
+        assert np.isfinite(arr).all(), name
+    recs, _ = rec.recommend_with_source("u", 10)
+    assert recs and all(math.isfinite(s) for _, s in recs)
+    assert rec.skipped_nonfinite == 0
+    assert all(math.isfinite(s) for _, s in rec.popularity.top(10))
+
+
+@pytest.mark.parametrize(("loss", "opt"), VARIANTS)
+def test_non_finite_batch_is_skipped_and_counted(loss: str, opt: str) -> None:
+    rec = make(loss, opt)
+    rec.learn(stream(200))
+    before = state(rec)
+    bad = [Event("u1", "i1", "view", None, 5), Event("u2", "i2", "rating", math.nan, 5)]
+    res = rec.learn(bad)
+    assert res.skipped_nonfinite and math.isnan(res.loss)
+    assert rec.skipped_nonfinite == 1
+    after = state(rec)
+    for k, v in before.items():  # nothing applied (tables may only have grown)
+        np.testing.assert_array_equal(after[k][: v.shape[0]], v, err_msg=k)
+    res = rec.learn(stream(50, seed=1))
+    assert not res.skipped_nonfinite and rec.skipped_nonfinite == 1
+
+
+@pytest.mark.parametrize(("loss", "opt"), VARIANTS)
+def test_save_restore_continues_bit_for_bit(loss: str, opt: str, tmp_path: Path) -> None:
+    parts = batches(stream(1200), 150)
+    a = make(loss, opt)
+    for batch in parts[:4]:
+        a.learn(batch)
+    meta = {"offsets": {"streamrec.events:0": 600}, "note": "x"}
+    a.save(tmp_path / "ckpt", meta)
+    b, got = OnlineRecommender.restore(tmp_path / "ckpt")
+    assert got == meta
+    assert b.version == a.version and b.config == a.config
+    assert_same_state(a, b)
+    users = ["u1", "u2", "u3", "nobody"]
+    assert a.recommend_many(users, 10) == b.recommend_many(users, 10)
+    np.testing.assert_array_equal(a.item_vectors().vectors, b.item_vectors().vectors)
+    assert a.popularity.top(10) == b.popularity.top(10)
+    for batch in parts[4:]:
+        assert a.learn(batch) == b.learn(batch)
+    assert_same_state(a, b)
+    assert a.recommend_many(users, 10) == b.recommend_many(users, 10)
+
+
+def test_checkpoint_is_atomic_and_verified(tmp_path: Path) -> None:
+    rec = make("bpr", "sgd")
+    rec.learn(stream(100))
+    path = tmp_path / "ckpt"
+    rec.save(path, {"n": 1})
+    rec.learn(stream(100, seed=2))
+    rec.save(path, {"n": 2})
+    assert len(list(path.glob("state-*.npz"))) == 1  # the older arrays were cleaned up
+    # A crash mid-save leaves stray temporaries; the committed checkpoint still loads.
+    (path / ".state-deadbeef.npz.tmp").write_bytes(b"partial")
+    (path / "state-orphan.npz").write_bytes(b"never committed")
+    _, meta = OnlineRecommender.restore(path)
+    assert meta == {"n": 2}
+    # A damaged array file is detected, not loaded.
+    data = next(p for p in path.glob("state-*.npz") if p.name != "state-orphan.npz")
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    with pytest.raises(checkpoint.CheckpointError):
+        OnlineRecommender.restore(path)
+    with pytest.raises(checkpoint.CheckpointError):
+        OnlineRecommender.restore(tmp_path / "missing")
+
+
+def test_ties_break_by_item_id() -> None:
+    from streamrec.model.ranking import top_k
+
+    ids = ["d", "b", "a", "c", "e"]
+    scores = np.array([1.0, 2.0, 1.0, 1.0, -np.inf])
+    assert top_k(scores, 3, ids) == [1, 2, 3]  # 2.0 first, then "a" and "c" of the 1.0 ties
+    assert top_k(scores, 10, ids) == [1, 2, 3, 0]  # -inf is unavailable
+    assert top_k(np.full(5, np.nan), 3, ids) == []
+
+
+def test_no_retrace_across_batch_sizes_and_growth() -> None:
+    rec = make("bpr", "sgd")
+    rng = np.random.default_rng(0)
+    events = stream(3000)
+    sizes = rng.integers(1, 400, 25).tolist()
+    start = 0
+    for size in sizes:
+        rec.learn(events[start : start + size])
+        start = (start + size) % 2500
+    # At most one trace per combination of batch contents (ranking/pointwise events, user/item
+    # features present or not), never one per batch size or per table growth.
+    assert rec.tracing_count == len(rec._steps) <= 16
+    before = rec.tracing_count
+    for size in sizes:
+        rec.learn(events[:size])
+    assert rec.tracing_count <= before + 2
+
+
+def test_learns_from_the_pipeline_event_type() -> None:
+    """The trainer passes `streamrec.streaming.events.Event` (frozen, slotted): it fits."""
+    events = pytest.importorskip("streamrec.streaming.events")
+    rec = make("bpr", "sgd")
+    batch = [
+        events.Event("u1", "i1", "view", None, 1, {"country": "DE"}, {"genre": ["a", "b"]}),
+        events.Event("u1", "i2", "rating", 2.0, 2),
+        events.Event("u2", "i1", "dislike", None, 3),
+    ]
+    res = rec.learn(batch)
+    assert not res.skipped_nonfinite and math.isfinite(res.loss)
+    assert rec.users.tokens[rec.users.ids.row("u1")] == ("country=DE",)
+
+
+def test_touched_lists_can_be_skipped() -> None:
+    a, b = make("bpr", "sgd"), make("bpr", "sgd")
+    batch = stream(100)
+    ra, rb = a.learn(batch), b.learn(batch, touched=False)
+    assert rb.touched_users == [] and rb.touched_items == []
+    assert ra.loss == rb.loss and ra.version == rb.version
+    assert_same_state(a, b)
