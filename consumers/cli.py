@@ -87,15 +87,15 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace, cfg: Config) -> int:
-    from streamrec.streaming.client import Recommender
-    from streamrec.streaming.store import connect
+    from streamrec.streaming.client import run_recommend
 
-    rec = Recommender(connect(cfg.redis), prefix=cfg.redis.prefix)
-    out = rec.recommend(args.user, k=args.k)
-    print(f"user {out.user} ({out.source}):")
-    for rank, (item, score) in enumerate(out.pairs(), 1):
-        print(f"  {rank:>2}. {item:<20} {score:8.4f}")
-    return 0
+    return run_recommend(args, cfg.redis)
+
+
+def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
+    from streamrec.streaming.serve import run_serve
+
+    return run_serve(args, cfg.redis)
 
 
 def cmd_demo(args: argparse.Namespace, cfg: Config) -> int:
@@ -186,7 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("recommend", help="read a user's recommendations from Redis")
     s.add_argument("--user", required=True)
     s.add_argument("-k", type=int, default=10)
+    s.add_argument("--feature", action="append", default=[], metavar="NAME=VALUE")
+    s.add_argument("--include-seen", action="store_true")
+    s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_recommend)
+
+    s = sub.add_parser("serve", help="HTTP: GET /recommend/{user}, /healthz, /docs")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--max-k", type=int, default=1000)
+    s.add_argument("--precomputed-max-age-ms", type=int, default=60_000)
+    s.add_argument("--matrix-refresh-ms", type=int, default=1_000)
+    s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("demo", help="services up, publish a stream, learn live, report")
     s.add_argument("--events", type=int, default=100_000)
@@ -213,8 +224,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _in_order(argv: Sequence[str] | None, extra: list[str], rest: list[str]) -> list[str]:
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    wanted = extra + rest
+    # the tail of the command line made of exactly these tokens, in the user's order
+    for start in range(len(tokens)):
+        if sorted(tokens[start:]) == sorted(wanted):
+            return tokens[start:]
+    return wanted
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "rest"):
+            build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
+        # argparse leaves a subcommand's leading options (`replay --speed 2 FILE`) out of
+        # REMAINDER: hand them on in their original order.
+        args.rest = _in_order(argv, extra, args.rest)
     _setup_logging(args.verbose)
     try:
         cfg = Config.from_env()

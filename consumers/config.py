@@ -34,6 +34,7 @@ class TrainerConfig:
     batch_max_wait_ms: int = 100  # ... or after this long, whichever comes first
     top_k: int = 20  # recommendations precomputed per touched user
     seen_max: int = 500  # items remembered per user for exclusion
+    matrix_every_ms: int = 1000  # item-matrix snapshot at most this often (item rows: always)
     checkpoint_dir: str = ".streamrec/checkpoints"
     checkpoint_every_events: int = 200_000
     checkpoint_every_s: float = 300.0
@@ -51,6 +52,7 @@ class TrainerConfig:
         _require(self.batch_max_wait_ms >= 1, "batch_max_wait_ms", "must be >= 1")
         _require(1 <= self.top_k <= 10_000, "top_k", "must be in 1..10000")
         _require(self.seen_max >= 0, "seen_max", "must be >= 0")
+        _require(self.matrix_every_ms >= 0, "matrix_every_ms", "must be >= 0")
         _require(bool(self.checkpoint_dir), "checkpoint_dir", "must not be empty")
         _require(self.checkpoint_every_events >= 1, "checkpoint_every_events", "must be >= 1")
         _require(

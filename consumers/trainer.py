@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
@@ -51,15 +52,11 @@ _T = TypeVar("_T")
 
 
 def configure_tensorflow(threads: int) -> None:
-    """Pin TF's thread pools before any op runs: its defaults oversubscribe 2 cores next to
-    the Kafka and Redis clients (PITFALLS.md)."""
-    import tensorflow as tf
+    """Pin TF's thread pools before any op runs, and numpy's BLAS to one thread: defaults
+    oversubscribe 2 cores next to the Kafka and Redis clients (PITFALLS.md)."""
+    from streamrec.model.runtime import configure_threads
 
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:  # already initialised in this process (tests): keep what is set
-        pass
+    configure_threads(intra_op=threads, inter_op=threads, blas=1)
 
 
 @dataclass
@@ -72,6 +69,8 @@ class TrainerStats:
     started_at: float = field(default_factory=time.monotonic)
     dead_by_reason: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     last_loss: float = float("nan")
+    # wall time per phase of a batch (parse, learn, recommend, rows, redis): where time goes
+    phase_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def rate(self) -> float:
         return self.events / max(time.monotonic() - self.started_at, 1e-9)
@@ -140,6 +139,7 @@ class Trainer:
         self._events_since_ckpt = 0
         self._last_ckpt = time.monotonic()
         self._unwritten = False  # the model learned a batch Redis has not received
+        self._matrix_written_at: float | None = None
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
         self.catalogue: CatalogueReader | None = None
@@ -225,6 +225,13 @@ class Trainer:
             log.warning("catalogue not read to its end after 60 s: starting anyway")
         k = self.cfg.kafka
         self.consumer = kafka_io.make_consumer(k, k.group_id)
+        # Metadata first: a group join before the consumer knows the topic's partitions gets
+        # an empty assignment ("No partition metadata"), and kafka-python may not rejoin.
+        deadline = time.monotonic() + 60
+        while self.consumer.partitions_for_topic(k.events_topic) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no metadata for topic {k.events_topic} after 60 s")
+            time.sleep(0.1)
         self.consumer.subscribe([k.events_topic], listener=_Rebalance(self))
         log.info("trainer active: group %s, topic %s", k.group_id, k.events_topic)
         self._loop()
@@ -249,6 +256,7 @@ class Trainer:
         from streamrec.model.online import OnlineRecommender
 
         self.seen.clear()
+        self._matrix_written_at = None
         self.user_counts = defaultdict(int)
         self._events_since_ckpt = 0
         self._unwritten = False
@@ -378,11 +386,12 @@ class Trainer:
             if now - last_summary >= 10:
                 last_summary = now
                 log.info(
-                    "%d events (%.0f/s), %d dead letters, loss %.4f",
+                    "%d events (%.0f/s), %d dead letters, loss %.4f; seconds per phase %s",
                     self.stats.events,
                     self.stats.rate(),
                     self.stats.dead_letters,
                     self.stats.last_loss,
+                    {k: round(v, 1) for k, v in self.stats.phase_seconds.items()},
                 )
             idle_ms = (now - last_record) * 1000
             idle = tcfg.stop_when_idle_ms and not batch and idle_ms >= tcfg.stop_when_idle_ms
@@ -401,13 +410,16 @@ class Trainer:
         good: list[tuple[Any, Event]] = []
         dead: list[kafka_io.DeadLetter] = []
         ends: dict[str, int] = {}
+        now_ms = int(time.time() * 1000)
+        rules = self.rules
         for r in records:
             ends[offset_field(r.topic, r.partition)] = r.offset + 1
-            res = parse(r.value, self.rules, default_ts=r.timestamp)
+            res = parse(r.value, rules, r.timestamp, now_ms)
             if isinstance(res, Rejected):
                 dead.append(kafka_io.DeadLetter.of(r, res))
             else:
                 good.append((r, res))
+        self._phase("parse", t0)
         cat = self._apply_catalogue(dead)
         if dead:
             # acknowledged by the broker before the Redis transaction: never lost
@@ -423,7 +435,9 @@ class Trainer:
                 self.model.set_user_features(e.user, e.user_features)
             if e.item_features:
                 self.model.set_item_features(e.item, e.item_features)
-        result = self.model.learn(events)
+        t_learn = time.perf_counter()
+        result = self.model.learn(events, touched=False)
+        self._phase("learn", t_learn)
         self._unwritten = True
         if result.skipped_nonfinite:
             self.stats.skipped_nonfinite += 1
@@ -469,6 +483,9 @@ class Trainer:
         if self.on_batch is not None:
             self.on_batch(self.stats)
 
+    def _phase(self, name: str, since: float) -> None:
+        self.stats.phase_seconds[name] += time.perf_counter() - since
+
     def _apply_catalogue(self, dead: list[kafka_io.DeadLetter]) -> dict[tuple[str, str], Any]:
         """Hand pending catalogue records to the model; return (kind, id) -> features."""
         changed: dict[tuple[str, str], Any] = {}
@@ -506,6 +523,7 @@ class Trainer:
                 if item in dq:
                     dq.remove(item)
                 dq.append(item)
+        t_recs = time.perf_counter()
         recs = (
             self.model.recommend_many(
                 users, tcfg.top_k, exclude={u: set(self.seen[u]) for u in users}
@@ -513,18 +531,19 @@ class Trainer:
             if users
             else {}
         )
+        self._phase("recommend", t_recs)
+        t_rows = time.perf_counter()
+        known, vecs, biases = self.model.user_vectors(users)
+        if not (np.isfinite(vecs).all() and np.isfinite(biases).all()):
+            raise RuntimeError("the model produced non-finite user vectors: a bug, not input")
         rows: list[UserRow] = []
-        for u in users:
-            uv = self.model.user_vector(u)
-            if uv is None:
-                continue
-            vec, bias = uv
+        for j, u in enumerate(known):
             r, e = last[u]
             rows.append(
                 UserRow(
                     user=u,
-                    vec=vec,
-                    bias=bias,
+                    vec=vecs[j],
+                    bias=float(biases[j]),
                     ts=e.ts,
                     off=f"{r.partition}:{r.offset}",
                     recs=recs.get(u, []),
@@ -535,38 +554,74 @@ class Trainer:
             )
         matrix = self.model.item_vectors()
         touched_items = {e.item for _, e in fresh} | {i for kind, i in catalogue if kind == "item"}
+        # The full matrix is the big write (n_items x dim floats): at most every
+        # matrix_every_ms, and whenever the catalogue changed. Item rows go out every batch.
+        now = time.monotonic()
+        write_matrix = (
+            catalogue
+            or self._matrix_written_at is None
+            or (now - self._matrix_written_at) * 1000 >= tcfg.matrix_every_ms
+        )
+        if write_matrix:
+            self._matrix_written_at = now
         index = {item: i for i, item in enumerate(matrix.ids)}
         items = [
             ItemRow(item, matrix.vectors[index[item]], float(matrix.biases[index[item]]))
             for item in touched_items
             if item in index
         ]
+        self._phase("rows", t_rows)
         batch = BatchWrite(
             expected_offsets={f: self.stored_offsets.get(f) for f in ends},
             new_offsets={f: max(ends[f], self.stored_offsets.get(f, 0)) for f in ends},
             version=version,
             users=rows,
             items=items,
-            matrix=(list(matrix.ids), matrix.vectors, matrix.biases),
-            popularity=self._popularity(touched_items),
+            matrix=(list(matrix.ids), matrix.vectors, matrix.biases) if write_matrix else None,
+            popularity=self._popularity(fresh),
+            user_feature_vectors=self._feature_vectors(users),
             user_features={u: f for (kind, u), f in catalogue.items() if kind == "user"},
             item_features={i: f for (kind, i), f in catalogue.items() if kind == "item"},
             matrix_version=time.time_ns(),
-            model_meta={"dim": self.cfg.model.dim, "global_bias": float(self.model.global_bias)},
+            model_meta={
+                "dim": self.cfg.model.dim,
+                "global_bias": float(self.model.global_bias),
+                "pop_half_life_ms": self.cfg.model.popularity_half_life_s * 1000,
+            },
             seen_max=tcfg.seen_max,
         )
         try:
+            t_redis = time.perf_counter()
             self._redis(lambda: self.store.write_batch(batch))
+            self._phase("redis", t_redis)
         except FenceLost as e:
             raise _StandDown(str(e)) from e
         self.stored_offsets.update(batch.new_offsets)
 
-    def _popularity(self, items: set[str]) -> dict[str | None, list[tuple[str, float]]]:
-        pop = getattr(self.model, "popularity", None)
-        if pop is None or not items:
+    def _popularity(
+        self, fresh: list[tuple[Any, Event]]
+    ) -> dict[str | None, list[tuple[str, float]]]:
+        """Absolute, time-invariant log scores of the items this batch touched, globally and
+        per segment of the users who touched them (see DecayedPopularity.log_scores)."""
+        pop = self.model.popularity
+        by_segment: dict[str | None, set[str]] = defaultdict(set)
+        for _, e in fresh:
+            by_segment[None].add(e.item)
+            for seg in self.model.user_segments(e.user):
+                by_segment[seg].add(e.item)
+        out: dict[str | None, list[tuple[str, float]]] = {}
+        for seg, items in by_segment.items():
+            scores = pop.log_scores(items, seg)
+            if scores:
+                out[seg] = sorted(scores.items())
+        return out
+
+    def _feature_vectors(self, users: list[str]) -> dict[str, np.ndarray]:
+        tokens = {t for u in users for t in self.model.user_tokens(u)}
+        if not tokens:
             return {}
-        scores = pop.log_scores(items) if hasattr(pop, "log_scores") else {}
-        return {None: sorted(scores.items())} if scores else {}
+        vecs: dict[str, np.ndarray] = self.model.user_feature_vectors(sorted(tokens))
+        return {t: v for t, v in vecs.items() if np.isfinite(v).all()}
 
     def _update_lag(self, ends: dict[str, int]) -> None:
         assert self.consumer is not None

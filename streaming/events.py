@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -51,9 +51,12 @@ _WS_COLON = re.compile(rb"[ \t\r\n]:")
 Features = dict[str, str | list[str]]
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A validated interaction: ids are non-empty strings, numbers finite and in bounds."""
+class Event(NamedTuple):
+    """A validated interaction: ids are non-empty strings, numbers finite and in bounds.
+
+    A NamedTuple, not a frozen dataclass: immutable too, and built several times faster, which
+    matters at 100k events/s.
+    """
 
     user: str
     item: str
@@ -109,10 +112,22 @@ class _DuplicateKeyError(ValueError):
 
 
 def _count_keys(obj: Any) -> int:
-    if isinstance(obj, dict):
-        return len(obj) + sum(_count_keys(v) for v in obj.values())
-    if isinstance(obj, list):
-        return sum(_count_keys(v) for v in obj)
+    """Keys of every object in a decoded JSON value (the hot path: events are shallow)."""
+    t = type(obj)
+    if t is dict:
+        n = len(obj)
+        for v in obj.values():
+            tv = type(v)
+            if tv is dict or tv is list:
+                n += _count_keys(v)
+        return n
+    if t is list:
+        n = 0
+        for v in obj:
+            tv = type(v)
+            if tv is dict or tv is list:
+                n += _count_keys(v)
+        return n
     return 0
 
 
@@ -139,9 +154,16 @@ def _check_id(obj: Mapping[str, Any], name: str) -> str | Rejected:
     if name not in obj:
         return Rejected(MISSING_FIELD, f"missing field {name!r}")
     v = obj[name]
-    if isinstance(v, bool) or not isinstance(v, (str, int)):
+    if type(v) is str:
+        s = v
+        if s.isascii() and s.isprintable():  # the common case: length is bytes, no controls
+            n = len(s)
+            if 0 < n <= MAX_ID_BYTES:
+                return s
+    elif isinstance(v, bool) or not isinstance(v, (str, int)):
         return Rejected(WRONG_TYPE, f"{name} must be a string or integer, got {type(v).__name__}")
-    s = v if isinstance(v, str) else str(v)
+    else:
+        s = str(v)
     n = len(s.encode("utf-8", "surrogatepass"))
     if n == 0:
         return Rejected(ID_EMPTY, f"{name} is empty")
@@ -153,6 +175,8 @@ def _check_id(obj: Mapping[str, Any], name: str) -> str | Rejected:
 
 
 def _check_string(s: Any, what: str) -> str | Rejected:
+    if type(s) is str and s.isascii() and s.isprintable() and 0 < len(s) <= MAX_ID_BYTES:
+        return s
     if not isinstance(s, str):
         return Rejected(BAD_FEATURES, f"{what} must be a string, got {type(s).__name__}")
     n = len(s.encode("utf-8"))

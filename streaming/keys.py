@@ -58,6 +58,12 @@ class Keys:
     def model(self) -> str:
         return f"{self.prefix}model"
 
+    @property
+    def user_feature_vectors(self) -> str:
+        """Hash: user-feature token ("country=DE") -> float32 LE embedding. Readers sum a new
+        user's tokens into a vector, so cold-start users are scored without TensorFlow."""
+        return f"{self.prefix}ufe"
+
 
 def encode_vector(vec: np.ndarray) -> bytes:
     """float32 little-endian, the layout every reader decodes with `decode_vector`."""

@@ -103,6 +103,8 @@ class BatchWrite:
     user_features: dict[str, Mapping[str, Any] | None] = field(default_factory=dict)
     item_features: dict[str, Mapping[str, Any] | None] = field(default_factory=dict)
     matrix_version: int | None = None  # readers refresh their cached matrix when it changes
+    # user-feature token ("country=DE") -> embedding, for readers serving new users
+    user_feature_vectors: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class RedisStore:
@@ -218,6 +220,11 @@ class RedisStore:
                     pipe.delete(key_of(ident))
                 else:
                     pipe.set(key_of(ident), orjson.dumps(f))
+        if b.user_feature_vectors:
+            pipe.hset(
+                k.user_feature_vectors,
+                mapping={t: encode_vector(v) for t, v in b.user_feature_vectors.items()},
+            )
         for segment, scores in b.popularity.items():
             if scores:
                 pipe.zadd(k.popularity(segment), {i: float(s) for i, s in scores})

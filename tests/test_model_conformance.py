@@ -293,3 +293,14 @@ def test_touched_lists_can_be_skipped() -> None:
     assert rb.touched_users == [] and rb.touched_items == []
     assert ra.loss == rb.loss and ra.version == rb.version
     assert_same_state(a, b)
+
+
+def test_user_vectors_match_user_vector() -> None:
+    m = OnlineRecommender(ModelConfig(dim=4, seed=1))
+    m.learn([Event("a", "x"), Event("b", "y"), Event("a", "y", user_features={"c": "DE"})])
+    users, vecs, biases = m.user_vectors(["b", "nobody", "a"])
+    assert users == ["b", "a"] and vecs.shape == (2, 4) and biases.shape == (2,)
+    for j, u in enumerate(users):
+        vec, bias = m.user_vector(u)
+        np.testing.assert_array_equal(vecs[j], vec)
+        assert biases[j] == np.float32(bias)
