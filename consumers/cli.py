@@ -101,7 +101,13 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_demo(args: argparse.Namespace, cfg: Config) -> int:
     from streamrec.consumers import demo
 
-    return demo.main(cfg, events=args.events, seed=args.seed, local_services=not args.no_services)
+    return demo.main(
+        cfg,
+        events=args.events,
+        seed=args.seed,
+        local_services=not args.no_services,
+        evaluate=not args.no_eval,
+    )
 
 
 def cmd_replay(args: argparse.Namespace, cfg: Config) -> int:

@@ -140,6 +140,7 @@ class Trainer:
         self._last_ckpt = time.monotonic()
         self._unwritten = False  # the model learned a batch Redis has not received
         self._matrix_written_at: float | None = None
+        self._matrix_dirty = False
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
         self.catalogue: CatalogueReader | None = None
@@ -235,6 +236,8 @@ class Trainer:
         self.consumer.subscribe([k.events_topic], listener=_Rebalance(self))
         log.info("trainer active: group %s, topic %s", k.group_id, k.events_topic)
         self._loop()
+        if self._matrix_dirty:  # readers get the last batch's items before we go
+            self._write([], {}, self.model.version, {}, force_matrix=True)
         self._final_checkpoint()
 
     def _leave(self) -> None:
@@ -257,6 +260,7 @@ class Trainer:
 
         self.seen.clear()
         self._matrix_written_at = None
+        self._matrix_dirty = False
         self.user_counts = defaultdict(int)
         self._events_since_ckpt = 0
         self._unwritten = False
@@ -380,7 +384,7 @@ class Trainer:
             if self.catalogue is not None and self.catalogue.error is not None:
                 raise RuntimeError("catalogue reader failed") from self.catalogue.error
             catalogue_only = not batch and self.catalogue is not None and self.catalogue.pending()
-            if full or due or catalogue_only:
+            if full or due or catalogue_only or (not batch and self._matrix_due()):
                 self.process(batch)
                 batch = []
             if now - last_summary >= 10:
@@ -457,7 +461,7 @@ class Trainer:
             self.user_counts[e.user] += 1
         self.model_offsets.update(ends)
         write_needed = any(ends[f] > self.stored_offsets.get(f, -1) for f in ends)
-        if write_needed or cat:
+        if write_needed or cat or self._matrix_due():
             t_write = time.perf_counter()
             self._write(fresh, ends, result.version, cat)
             self.metrics.redis_write_seconds.observe(time.perf_counter() - t_write)
@@ -482,6 +486,15 @@ class Trainer:
         self._update_lag(ends)
         if self.on_batch is not None:
             self.on_batch(self.stats)
+
+    def _matrix_due(self) -> bool:
+        """A batch skipped the item matrix and none has come since: write it now, so readers
+        never wait for the next event to see the last one's items."""
+        return self._matrix_dirty and (
+            self._matrix_written_at is None
+            or (time.monotonic() - self._matrix_written_at) * 1000
+            >= self.cfg.trainer.matrix_every_ms
+        )
 
     def _phase(self, name: str, since: float) -> None:
         self.stats.phase_seconds[name] += time.perf_counter() - since
@@ -508,6 +521,7 @@ class Trainer:
         ends: dict[str, int],
         version: int,
         catalogue: dict[tuple[str, str], Any],
+        force_matrix: bool = False,
     ) -> None:
         tcfg = self.cfg.trainer
         last: dict[str, tuple[Any, Event]] = {}
@@ -558,12 +572,14 @@ class Trainer:
         # matrix_every_ms, and whenever the catalogue changed. Item rows go out every batch.
         now = time.monotonic()
         write_matrix = (
-            catalogue
+            force_matrix
+            or catalogue
             or self._matrix_written_at is None
             or (now - self._matrix_written_at) * 1000 >= tcfg.matrix_every_ms
         )
         if write_matrix:
             self._matrix_written_at = now
+        self._matrix_dirty = not write_matrix
         index = {item: i for i, item in enumerate(matrix.ids)}
         items = [
             ItemRow(item, matrix.vectors[index[item]], float(matrix.biases[index[item]]))

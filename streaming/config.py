@@ -35,6 +35,10 @@ class KafkaConfig:
     fetch_max_bytes: int = 64 * 1024 * 1024
     max_partition_fetch_bytes: int = 8 * 1024 * 1024
     request_timeout_ms: int = 30_000
+    # A trainer killed without leaving its group holds its partitions until its session
+    # expires: 10 s here (kafka-python's default is 45 s) bounds a restart or takeover.
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
 
     def __post_init__(self) -> None:
         _require(bool(self.bootstrap.strip()), "bootstrap", "must name at least one host:port")
@@ -56,6 +60,16 @@ class KafkaConfig:
             self.max_partition_fetch_bytes >= 1024, "max_partition_fetch_bytes", "must be >= 1024"
         )
         _require(self.request_timeout_ms >= 1000, "request_timeout_ms", "must be >= 1000")
+        _require(
+            self.session_timeout_ms >= 6000,
+            "session_timeout_ms",
+            "must be >= 6000 (the broker's group.min.session.timeout.ms)",
+        )
+        _require(
+            1 <= self.heartbeat_interval_ms <= self.session_timeout_ms // 3,
+            "heartbeat_interval_ms",
+            "must be >= 1 and at most a third of session_timeout_ms",
+        )
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,8 @@ def make_consumer(cfg: KafkaConfig, group_id: str | None, **overrides: Any) -> K
         "fetch_max_bytes": cfg.fetch_max_bytes,
         "max_partition_fetch_bytes": cfg.max_partition_fetch_bytes,
         "request_timeout_ms": cfg.request_timeout_ms,
+        "session_timeout_ms": cfg.session_timeout_ms,
+        "heartbeat_interval_ms": cfg.heartbeat_interval_ms,
         "client_id": "streamrec-trainer",
     }
     params.update(overrides)

@@ -117,8 +117,10 @@ def assert_counts_match(r: Any, cfg: Config, events: list[dict[str, Any]]) -> No
 def test_kill_minus_nine_five_times_loses_nothing(stack: ServicesConfig, tmp_path: Path) -> None:
     cfg = make_config(stack, tmp_path)
     r = redis.Redis.from_url(cfg.redis.url)
-    events = stream(12_000)
-    publish(cfg, events)
+    events = stream(16_000)
+    # The stream arrives while trainers are killed and restarted (about 80 s at this pace).
+    publisher = threading.Thread(target=publish, args=(cfg, events, 1.0))
+    publisher.start()
     rng = random.Random(11)
     kills = []
     for i in range(5):
@@ -133,11 +135,12 @@ def test_kill_minus_nine_five_times_loses_nothing(stack: ServicesConfig, tmp_pat
         time.sleep(rng.uniform(0.0, 1.5))
         p.kill(signal.SIGKILL)
         kills.append(total(stored_offsets(r, cfg)))
-    assert kills[-1] < len(events), "the stream must not be done before the last kill"
+    publisher.join(timeout=180)
     final = TrainerProcess(cfg, tmp_path / "trainer-final.log").start()
     wait_until(lambda: total(stored_offsets(r, cfg)) >= len(events), 180, "the end of the stream")
     assert final.kill(signal.SIGTERM) == 0, final.log_tail()
     assert total(stored_offsets(r, cfg)) == len(events)
+    assert kills[-1] < len(events), f"the last kill came after the end of the stream: {kills}"
     assert_counts_match(r, cfg, events)
     assert assert_no_nan_in_redis(r, cfg) > 0
 
@@ -150,21 +153,37 @@ def test_kill_minus_nine_five_times_loses_nothing(stack: ServicesConfig, tmp_pat
     run_trainer(ref, len(events), timeout_s=180)
     users = sorted(user_counts(events))
     crashed, clean = user_rows(r, cfg, users), user_rows(r, ref, users)
-    cos, overlap = [], []
+    corr, overlap = [], []
+    common = sorted(set(orjson.loads(r.get(Keys(cfg.redis.prefix).items_ids))))
+    sa, sb = item_scores(r, cfg, common), item_scores(r, ref, common)
     for u in users:
-        a, b = decode_vector(crashed[u][b"vec"]), decode_vector(clean[u][b"vec"])
-        cos.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12)))
+        # Embeddings are identified only up to a rotation, so compare what users see: each
+        # user's scores over the catalogue, and their top 10.
+        a = sa(decode_vector(crashed[u][b"vec"]))
+        b = sb(decode_vector(clean[u][b"vec"]))
+        corr.append(float(np.corrcoef(a, b)[0, 1]))
         ra = {i for i, _ in orjson.loads(r.get(Keys(cfg.redis.prefix).recs(u)))["items"][:10]}
         rb = {i for i, _ in orjson.loads(r.get(Keys(ref.redis.prefix).recs(u)))["items"][:10]}
         overlap.append(len(ra & rb) / max(len(ra), 1))
     print(
-        f"\nkill -9 x5 at offsets {kills}: user-vector cosine to the crash-free run "
-        f"median {np.median(cos):.3f} p10 {np.percentile(cos, 10):.3f}; "
-        f"top-10 overlap median {np.median(overlap):.2f}"
+        f"\nkill -9 x5 at offsets {kills}: per-user score correlation with the crash-free run "
+        f"median {np.median(corr):.3f} p10 {np.percentile(corr, 10):.3f}; "
+        f"top-10 overlap median {np.median(overlap):.2f} p10 {np.percentile(overlap, 10):.2f}"
     )
-    # Batches are cut by poll timing, so even two clean runs differ in SGD order; the crashes
-    # add restarts from checkpoints. The state must still be the same model, not a different one.
-    assert np.median(cos) > 0.5 and np.median(overlap) >= 0.3
+    # Batches are cut by poll timing, so two clean runs already differ in SGD order; the
+    # crashes add restarts from checkpoints. What users see must still be the same model.
+    assert np.median(corr) > 0.5 and np.median(overlap) >= 0.3
+
+
+def item_scores(r: Any, cfg: Config, items: list[str]) -> Any:
+    """A scorer over `items`, in that order, from the item matrix in Redis."""
+    keys = Keys(cfg.redis.prefix)
+    ids = orjson.loads(r.get(keys.items_ids))
+    mat = decode_vector(r.get(keys.items_matrix)).reshape(len(ids), -1)
+    bias = decode_vector(r.get(keys.items_bias))
+    index = {item: j for j, item in enumerate(ids)}
+    rows = np.array([index[i] for i in items])
+    return lambda p: mat[rows] @ p + bias[rows]
 
 
 def test_redis_outage_of_ten_seconds(stack: ServicesConfig, tmp_path: Path) -> None:
