@@ -305,3 +305,22 @@ def test_ten_thousand_hostile_records(stack: ServicesConfig, tmp_path: Path) -> 
     consumer.close()
     print(f"\ndead letters by reason: {dict(sorted(reasons.items()))}")
     assert len(seen) == len(bad), "every hostile record lands in the DLQ exactly once here"
+
+
+def test_a_second_trainer_stands_by_and_takes_over(stack: ServicesConfig, tmp_path: Path) -> None:
+    cfg = make_config(stack, tmp_path)
+    r = redis.Redis.from_url(cfg.redis.url)
+    events = stream(8_000, seed=9)
+    publisher = threading.Thread(target=publish, args=(cfg, events, 0.5))
+    publisher.start()
+    first = TrainerProcess(cfg, tmp_path / "first.log").start()
+    wait_until(lambda: total(stored_offsets(r, cfg)) > 0, 120, "the first trainer's writes")
+    second = TrainerProcess(cfg, tmp_path / "second.log").start()
+    wait_until(lambda: "standing by" in second.log_tail(200), 60, "the second to stand by")
+    assert "leads group" not in second.log_tail(200)
+    first.kill(signal.SIGKILL)
+    publisher.join(timeout=180)
+    wait_until(lambda: total(stored_offsets(r, cfg)) >= len(events), 180, "the end of the stream")
+    assert "leads group" in second.log_tail(400)
+    assert second.kill(signal.SIGTERM) == 0, second.log_tail()
+    assert_counts_match(r, cfg, events)
