@@ -129,8 +129,14 @@ def cmd_views(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, cfg: Config) -> int:
-    """Benchmarks live in the source checkout's benchmarks/ folder, not in the package."""
+    """Benchmarks live in the source checkout's benchmarks/ folder, not in the package.
+
+    `bench all` runs every one into one folder (`--out`, default reports/bench): a JSON file
+    each, their plots, and summary.md gathering the figures.
+    """
     import importlib.util
+    import json
+    import time
     from pathlib import Path
 
     folder = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -138,20 +144,41 @@ def cmd_bench(args: argparse.Namespace, cfg: Config) -> int:
     if not names:
         print("streamrec bench needs a source checkout (benchmarks/ folder)", file=sys.stderr)
         return 2
-    todo = names if args.name == "all" else [args.name]
-    for name in todo:
-        path = folder / f"bench_{name}.py"
-        if not path.exists():
-            print(f"unknown benchmark {name!r}; have: {', '.join(names)}, all", file=sys.stderr)
-            return 2
-        spec = importlib.util.spec_from_file_location(f"streamrec_bench_{name}", path)
+    if args.name != "all" and args.name not in names:
+        print(f"unknown benchmark {args.name!r}; have: {', '.join(names)}, all", file=sys.stderr)
+        return 2
+
+    def run(name: str, argv: list[str]) -> int:
+        spec = importlib.util.spec_from_file_location(
+            f"streamrec_bench_{name}", folder / f"bench_{name}.py"
+        )
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        rc = int(module.main(list(args.rest)) or 0)
+        return int(module.main(argv) or 0)
+
+    if args.name != "all":
+        return run(args.name, list(args.rest))
+    out = Path(args.rest[args.rest.index("--out") + 1]) if "--out" in args.rest else None
+    out = out or Path("reports") / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    extra = {"quality": ["--out", str(out / "quality")], "pipeline": ["--out", str(out)]}
+    lines = [f"# streamrec benchmarks, {time.strftime('%Y-%m-%d')}", ""]
+    failed = []
+    for name in names:
+        t0 = time.monotonic()
+        rc = run(name, ["--json", str(out / f"{name}.json"), *extra.get(name, [])])
+        lines.append(f"## {name} ({time.monotonic() - t0:.0f} s, exit {rc})")
+        lines.append("")
         if rc:
-            return rc
-    return 0
+            failed.append(name)
+        path = out / f"{name}.json"
+        if path.exists():
+            lines += ["```json", json.dumps(json.loads(path.read_text()), indent=1)[:6000], "```"]
+        lines.append("")
+    (out / "summary.md").write_text("\n".join(lines))
+    print(f"wrote {out / 'summary.md'}")
+    return 1 if failed else 0
 
 
 def cmd_config(args: argparse.Namespace, cfg: Config) -> int:

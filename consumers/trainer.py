@@ -466,12 +466,12 @@ class Trainer:
             self._write(fresh, ends, result.version, cat)
             self.metrics.redis_write_seconds.observe(time.perf_counter() - t_write)
             self.stats.written_batches += 1
-            now_ms = time.time() * 1000
+            written_ms = time.time() * 1000
             newest: dict[str, int] = {}
             for r, e in fresh:
                 newest[e.user] = r.timestamp
             for ts in newest.values():
-                self.metrics.freshness_seconds.observe(max(0.0, (now_ms - ts) / 1000))
+                self.metrics.freshness_seconds.observe(max(0.0, (written_ms - ts) / 1000))
         self._unwritten = False
         self.stats.events += len(good)
         self.stats.dead_letters += len(dead)

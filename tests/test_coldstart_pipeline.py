@@ -120,7 +120,15 @@ def _rank(items: list[str], item: str) -> int:
 
 def test_cold_items_and_users_through_the_pipeline(config: Config, redis_client: Any) -> None:
     # no idle stop: the trainer waits for the catalogue records and newcomers between phases
-    cfg = config.replace(trainer={"top_k": 5, "stop_when_idle_ms": 0})
+    # Full batches of 256 whatever the poll timing: the same SGD steps in every run.
+    cfg = config.replace(
+        trainer={
+            "top_k": 5,
+            "stop_when_idle_ms": 0,
+            "batch_max_events": 256,
+            "batch_max_wait_ms": 1500,
+        }
+    )
     keys = Keys(cfg.redis.prefix)
     offsets_key = keys.offsets(cfg.kafka.group_id)
 

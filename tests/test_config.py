@@ -80,3 +80,11 @@ def test_to_env_round_trips() -> None:
         services={"auto_install": False},
     )
     assert Config.from_env(cfg.to_env()) == cfg
+
+
+def test_readme_documents_every_setting() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [name for name, _, _ in settings() if f"`{name}`" not in readme]
+    assert not missing, f"README's configuration table lacks {missing} (streamrec config)"
