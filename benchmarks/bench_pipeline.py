@@ -67,27 +67,12 @@ def _topics(cfg: Any) -> None:
 
 
 def _cleanup(cfg: Any) -> None:
-    from kafka.admin import KafkaAdminClient
-
-    from streamrec.streaming.store import connect
+    from streamrec.streaming.admin import delete_topics
+    from streamrec.streaming.store import connect, delete_prefix
 
     k = cfg.kafka
-    admin = KafkaAdminClient(bootstrap_servers=k.bootstrap.split(","))
-    try:
-        admin.delete_topics([k.events_topic, k.dlq_topic, k.items_topic, k.users_topic])
-    except Exception as e:  # cleanup is best effort
-        log.warning("deleting bench topics: %s", e)
-    finally:
-        admin.close()
-    r = connect(cfg.redis)
-    batch = []
-    for key in r.scan_iter(match=cfg.redis.prefix + "*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            r.delete(*batch)
-            batch = []
-    if batch:
-        r.delete(*batch)
+    delete_topics(k.bootstrap, [k.events_topic, k.dlq_topic, k.items_topic, k.users_topic])
+    delete_prefix(connect(cfg.redis), cfg.redis.prefix)
 
 
 def _raw_consume(cfg: Any, n: int) -> float:

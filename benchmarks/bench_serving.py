@@ -31,21 +31,7 @@ import orjson
 from streamrec.streaming.client import Recommender
 from streamrec.streaming.config import RedisConfig
 from streamrec.streaming.keys import Keys
-from streamrec.streaming.store import BatchWrite, RedisStore, UserRow, connect
-
-
-def _delete_prefix(client: Any, prefix: str) -> int:
-    pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
-    deleted = 0
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=pattern, count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            deleted += client.delete(*batch)
-            batch.clear()
-    if batch:
-        deleted += client.delete(*batch)
-    return int(deleted)
+from streamrec.streaming.store import BatchWrite, RedisStore, UserRow, connect, delete_prefix
 
 
 def _seed(
@@ -241,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["wrong_source"] = wrong
         results["memory"] = _memory(client, keys, pre[:200] + rt[:200], args.dim)
     finally:
-        results["deleted_keys"] = _delete_prefix(client, prefix)
+        results["deleted_keys"] = delete_prefix(client, prefix)
         client.close()
 
     head = (

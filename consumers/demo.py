@@ -40,34 +40,13 @@ def demo_config(cfg: Config, home: Path) -> Config:
 
 
 def reset(cfg: Config, home: Path) -> None:
-    """Delete the demo's topics, Redis keys and checkpoints (SCAN, never KEYS)."""
-    from kafka.admin import KafkaAdminClient
+    """Delete the demo's topics, Redis keys and checkpoints."""
+    from streamrec.streaming.admin import delete_topics
+    from streamrec.streaming.store import connect, delete_prefix
 
     k = cfg.kafka
-    admin = KafkaAdminClient(bootstrap_servers=k.bootstrap.split(","))
-    try:
-        existing = set(admin.list_topics())
-        doomed = [
-            t for t in (k.events_topic, k.dlq_topic, k.items_topic, k.users_topic) if t in existing
-        ]
-        if doomed:
-            admin.delete_topics(doomed, timeout_ms=30_000)
-            deadline = time.monotonic() + 30
-            while set(admin.list_topics()) & set(doomed) and time.monotonic() < deadline:
-                time.sleep(0.2)
-    finally:
-        admin.close()
-    from streamrec.streaming.store import connect
-
-    r = connect(cfg.redis)
-    batch: list[bytes] = []
-    for key in r.scan_iter(match=cfg.redis.prefix + "*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            r.delete(*batch)
-            batch.clear()
-    if batch:
-        r.delete(*batch)
+    delete_topics(k.bootstrap, [k.events_topic, k.dlq_topic, k.items_topic, k.users_topic])
+    delete_prefix(connect(cfg.redis), cfg.redis.prefix)
     shutil.rmtree(home / "checkpoints", ignore_errors=True)
 
 

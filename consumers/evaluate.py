@@ -94,37 +94,16 @@ def isolated_config(cfg: Config, run: str | None = None, home: str | Path | None
 def cleanup(cfg: Config, checkpoints: bool = True) -> None:
     """Delete the run's topics, Redis keys (SCAN + DEL, never KEYS) and, unless told not to,
     its checkpoint folder (only ever one that `isolated_config` named)."""
-    from kafka import KafkaAdminClient
-
-    from streamrec.streaming.store import connect
+    from streamrec.streaming.admin import delete_topics
+    from streamrec.streaming.store import connect, delete_prefix
 
     k = cfg.kafka
-    with contextlib.suppress(Exception):
-        admin = KafkaAdminClient(
-            bootstrap_servers=k.bootstrap.split(","), request_timeout_ms=10_000
-        )
-        try:
-            existing = set(admin.list_topics())
-            doomed = [
-                t
-                for t in (k.events_topic, k.dlq_topic, k.items_topic, k.users_topic)
-                if t in existing
-            ]
-            if doomed:
-                admin.delete_topics(doomed, timeout_ms=10_000)
-        finally:
-            admin.close()
+    with contextlib.suppress(Exception):  # cleanup is best effort
+        topics = [k.events_topic, k.dlq_topic, k.items_topic, k.users_topic]
+        delete_topics(k.bootstrap, topics, timeout_s=10)
     r = connect(cfg.redis)
     try:
-        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in cfg.redis.prefix) + "*"
-        batch: list[Any] = []
-        for key in r.scan_iter(match=pattern, count=500):
-            batch.append(key)
-            if len(batch) >= 500:
-                r.delete(*batch)
-                batch.clear()
-        if batch:
-            r.delete(*batch)
+        delete_prefix(r, cfg.redis.prefix)
     finally:
         r.close()
     folder = Path(cfg.trainer.checkpoint_dir)
@@ -175,21 +154,7 @@ class _TrainerThread:
 
 def config_env(cfg: Config) -> dict[str, str]:
     """Every setting of `cfg` as STREAMREC_* variables, for a trainer in a subprocess."""
-    from streamrec.consumers.config import env_name
-
-    out: dict[str, str] = {}
-    for sec in dataclasses.fields(cfg):
-        section = getattr(cfg, sec.name)
-        for f in dataclasses.fields(section):
-            v = getattr(section, f.name)
-            if isinstance(v, bool):
-                text = "true" if v else "false"
-            elif isinstance(v, dict):
-                text = ",".join(f"{k}={w!r}" for k, w in v.items())
-            else:
-                text = str(v)
-            out[env_name(sec.name, f.name)] = text
-    return out
+    return cfg.to_env()
 
 
 class _TrainerProcess:

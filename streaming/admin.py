@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from typing import Any
 
 log = logging.getLogger("streamrec.admin")
@@ -106,3 +106,24 @@ def create_topics(
         f"; already there: {', '.join(existed)}" if existed else "",
     )
     return actual
+
+
+def delete_topics(bootstrap: str, topics: Iterable[str], timeout_s: float = 30.0) -> list[str]:
+    """Delete those of `topics` that exist and wait until the broker no longer lists them.
+
+    For tools that reset their own scratch topics (demo, evaluation, benchmarks); returns the
+    names that were deleted.
+    """
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="streamrec-admin")
+    try:
+        doomed = sorted(set(topics) & set(admin.list_topics()))
+        if doomed:
+            admin.delete_topics(doomed, timeout_ms=int(timeout_s * 1000))
+            deadline = time.monotonic() + timeout_s
+            while set(admin.list_topics()) & set(doomed) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        return doomed
+    finally:
+        admin.close()

@@ -340,3 +340,19 @@ def _json_or_empty(features: Mapping[str, Any] | None) -> str:
 def _stack(vectors: Iterable[np.ndarray]) -> bytes:
     vs = list(vectors)
     return encode_vector(np.stack(vs)) if vs else b""
+
+
+def delete_prefix(client: Any, prefix: str, chunk: int = 500) -> int:
+    """Delete every key under `prefix` with SCAN + DEL (never KEYS, which blocks a shared
+    Redis); glob characters in the prefix are escaped. Returns how many keys went."""
+    pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
+    deleted = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=pattern, count=chunk):
+        batch.append(key)
+        if len(batch) >= chunk:
+            deleted += client.delete(*batch)
+            batch.clear()
+    if batch:
+        deleted += client.delete(*batch)
+    return int(deleted)

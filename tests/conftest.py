@@ -30,6 +30,7 @@ from streamrec.consumers.config import Config
 from streamrec.streaming import services
 from streamrec.streaming.admin import create_topics
 from streamrec.streaming.config import ServicesConfig
+from streamrec.streaming.store import delete_prefix
 
 log = logging.getLogger("streamrec.tests")
 
@@ -167,21 +168,6 @@ def redis_url(request: pytest.FixtureRequest, docker_engine: bool, _local: Local
 
 
 # --------------------------------------------------------------------------- per-test isolation
-
-
-def delete_prefix(client: Any, prefix: str) -> int:
-    """Delete every key under `prefix` with SCAN + DEL; returns how many."""
-    pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
-    deleted = 0
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=pattern, count=500):
-        batch.append(key)
-        if len(batch) >= 500:
-            deleted += client.delete(*batch)
-            batch.clear()
-    if batch:
-        deleted += client.delete(*batch)
-    return int(deleted)
 
 
 @pytest.fixture
