@@ -224,8 +224,16 @@ def parse(
     """Decode and validate one Kafka record value. Never raises on bad input."""
     if raw is None:
         return Rejected(TOMBSTONE, "null value (tombstone) on the events topic", "decode")
-    if len(raw) > rules.max_bytes:
-        return Rejected(TOO_LARGE, f"{len(raw)} bytes, limit {rules.max_bytes}", "decode")
+    obj = _decode_object(raw, rules.max_bytes)
+    if isinstance(obj, Rejected):
+        return obj
+    return validate(obj, rules, default_ts, now_ms)
+
+
+def _decode_object(raw: bytes, max_bytes: int) -> dict[str, Any] | Rejected:
+    """Bytes to a JSON object with unique keys, or why not (stage "decode")."""
+    if len(raw) > max_bytes:
+        return Rejected(TOO_LARGE, f"{len(raw)} bytes, limit {max_bytes}", "decode")
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
@@ -235,7 +243,7 @@ def parse(
     dup = _has_duplicate_keys(raw, obj)
     if dup is not None:
         return Rejected(DUPLICATE_KEY, f"duplicate key {dup!r}", "decode")
-    return validate(obj, rules, default_ts, now_ms)
+    return obj
 
 
 def validate(
@@ -321,17 +329,9 @@ def parse_catalogue(
         if isinstance(checked, Rejected):
             return checked
         return CatalogueRecord(kind, checked, None, default_ts)
-    if len(raw) > max_bytes:
-        return Rejected(TOO_LARGE, f"{len(raw)} bytes, limit {max_bytes}", "decode")
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        return Rejected(INVALID_JSON, str(e)[:500], "decode")
-    if not isinstance(obj, dict):
-        return Rejected(NOT_OBJECT, f"expected a JSON object, got {type(obj).__name__}", "decode")
-    dup = _has_duplicate_keys(raw, obj)
-    if dup is not None:
-        return Rejected(DUPLICATE_KEY, f"duplicate key {dup!r}", "decode")
+    obj = _decode_object(raw, max_bytes)
+    if isinstance(obj, Rejected):
+        return obj
     if "id" not in obj and key_id is not None:
         obj = {**obj, "id": key_id}
     ident = _check_id(obj, "id")
