@@ -236,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--events", type=int, default=100_000)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-services", action="store_true", help="use STREAMREC_* servers, start none")
+    s.add_argument("--no-eval", action="store_true", help="skip the prequential quality report")
     s.set_defaults(func=cmd_demo)
 
     for name, func, text in (

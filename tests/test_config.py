@@ -88,3 +88,19 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [name for name, _, _ in settings() if f"`{name}`" not in readme]
     assert not missing, f"README's configuration table lacks {missing} (streamrec config)"
+
+
+def test_every_subcommand_parses_its_documented_options() -> None:
+    from streamrec.consumers.cli import build_parser
+
+    p = build_parser()
+    for argv in (
+        ["demo", "--events", "10", "--seed", "1", "--no-services", "--no-eval"],
+        ["recommend", "--user", "u1", "-k", "3", "--feature", "country=DE", "--json"],
+        ["serve", "--port", "8081"],
+        ["publish", "--synthetic", "10"],
+        ["services", "status"],
+        ["bench", "model", "--quick"],
+    ):
+        args, extra = p.parse_known_args(argv)
+        assert callable(args.func) and (not extra or argv[0] == "bench"), argv
