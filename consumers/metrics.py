@@ -52,6 +52,11 @@ class TrainerMetrics:
             "Times this trainer lost the lead (lease or offset fence) and went to standby",
             registry=r,
         )
+        self.rejoins = Counter(
+            "streamrec_group_rejoins_total",
+            "Times the trainer rejoined its consumer group after being left with no partitions",
+            registry=r,
+        )
         self.loss = Gauge("streamrec_loss", "Mean loss of the last applied batch", registry=r)
         self.lag = Gauge(
             "streamrec_lag_records", "Records behind the partition's end", ["partition"], registry=r

@@ -141,6 +141,7 @@ class Trainer:
         self._unwritten = False  # the model learned a batch Redis has not received
         self._matrix_written_at: float | None = None
         self._matrix_dirty = False
+        self._unassigned_since: float | None = None
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
         self.catalogue: CatalogueReader | None = None
@@ -225,6 +226,15 @@ class Trainer:
         if not self.catalogue.caught_up.wait(timeout=60):
             log.warning("catalogue not read to its end after 60 s: starting anyway")
         k = self.cfg.kafka
+        self._subscribe()
+        log.info("trainer active: group %s, topic %s", k.group_id, k.events_topic)
+        self._loop()
+        if self._matrix_dirty:  # readers get the last batch's items before we go
+            self._write([], {}, self.model.version, {}, force_matrix=True)
+        self._final_checkpoint()
+
+    def _subscribe(self) -> None:
+        k = self.cfg.kafka
         self.consumer = kafka_io.make_consumer(k, k.group_id)
         # Metadata first: a group join before the consumer knows the topic's partitions gets
         # an empty assignment ("No partition metadata"), and kafka-python may not rejoin.
@@ -234,11 +244,29 @@ class Trainer:
                 raise RuntimeError(f"no metadata for topic {k.events_topic} after 60 s")
             time.sleep(0.1)
         self.consumer.subscribe([k.events_topic], listener=_Rebalance(self))
-        log.info("trainer active: group %s, topic %s", k.group_id, k.events_topic)
-        self._loop()
-        if self._matrix_dirty:  # readers get the last batch's items before we go
-            self._write([], {}, self.model.version, {}, force_matrix=True)
-        self._final_checkpoint()
+        self._unassigned_since = time.monotonic()
+
+    def _check_assignment(self) -> None:
+        """kafka-python 3.0.12 can end a rebalance with nothing assigned and never rejoin
+        (seen here after a revoke right after the first assignment on a fresh broker). The
+        leader of the group with no partitions for two sessions rejoins with a new consumer."""
+        assert self.consumer is not None
+        if self.consumer.assignment():
+            self._unassigned_since = None
+            return
+        now = time.monotonic()
+        if self._unassigned_since is None:
+            self._unassigned_since = now
+            return
+        limit = 2 * self.cfg.kafka.session_timeout_ms / 1000
+        if now - self._unassigned_since > limit:
+            log.warning("no partitions assigned for %.0f s: rejoining the group", limit)
+            self.metrics.rejoins.inc()
+            try:
+                self.consumer.close()
+            except Exception as e:  # the old member expires by itself
+                log.warning("closing the stuck consumer: %s", e)
+            self._subscribe()
 
     def _leave(self) -> None:
         if self.consumer is not None:
@@ -372,6 +400,8 @@ class Trainer:
             polled = self.consumer.poll(
                 timeout_ms=timeout_ms, max_records=tcfg.batch_max_events - len(batch)
             )
+            if not polled and not batch:
+                self._check_assignment()
             now = time.monotonic()
             for records in polled.values():
                 if records and not batch:
