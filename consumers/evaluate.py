@@ -58,10 +58,10 @@ from streamrec.model.evaluate import (
     Query,
     Tally,
     build_report,
-    fetch_recommendations,
     format_summary,
     plot_report,
     prequential,
+    score_queries,
     sort_events,
     write_report,
 )
@@ -320,16 +320,9 @@ def evaluate_pipeline(
                 read_s += time.perf_counter() - t
                 tallies[PIPELINE].add_batch(queries, lists, state, None, sources)
                 for name, model in twins.items():
-                    tally = tallies[name]
-                    t = time.perf_counter()
-                    lists = fetch_recommendations(model, queries, eval_cfg.k, state)
-                    scorer = scorers.get(name)
-                    aucs = None
-                    if scorer is not None:
-                        scorer.begin_batch()
-                        aucs = [scorer(q) for q in queries]
-                    tally.add_batch(queries, lists, state, aucs)
-                    tally.recommend_s += time.perf_counter() - t
+                    score_queries(
+                        model, tallies[name], queries, eval_cfg.k, state, scorers.get(name)
+                    )
             futures = [
                 producer.send(k.events_topic, key=e.user.encode("utf-8"), value=wire_json(e))
                 for e in batch

@@ -31,7 +31,7 @@ import numpy as np
 from streamrec.model import checkpoint
 from streamrec.model.base import EventLike, Features, ItemMatrix, LearnResult
 from streamrec.model.config import DEFAULT_EVENT_WEIGHTS
-from streamrec.model.ids import IdMap, decode_strings, encode_strings
+from streamrec.model.ids import IdMap, decode_strings, encode_strings, grow_rows
 from streamrec.model.popularity import DecayedPopularity
 from streamrec.model.ranking import top_k, top_k_rows
 
@@ -44,18 +44,6 @@ __all__ = [
     "make_baselines",
     "restore_baseline",
 ]
-
-
-def _grow(a: np.ndarray, n: int) -> np.ndarray:
-    """Room for n rows, doubling, so that growing costs O(1) amortised per row."""
-    if n <= a.shape[0]:
-        return a
-    cap = max(64, a.shape[0])
-    while cap < n:
-        cap *= 2
-    out = np.zeros((cap, *a.shape[1:]), dtype=a.dtype)
-    out[: a.shape[0]] = a
-    return out
 
 
 class _Signs:
@@ -112,7 +100,7 @@ class Baseline:
         self.version += 1
         u_rows = self.users.rows([e.user for e in events])
         i_rows = self.items.rows([e.item for e in events])
-        self.counts = _grow(self.counts, len(self.items.ids))
+        self.counts = grow_rows(self.counts, len(self.items.ids))
         signs = np.fromiter(map(self.sign, events), np.float64, len(events))
         pos = signs > 0
         np.add.at(self.counts, i_rows[pos], 1.0)
@@ -268,7 +256,7 @@ class Baseline:
     def _load(self, arrays: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> None:
         self.users = IdMap(decode_strings(arrays["users_blob"], arrays["users_off"]))
         self.items = IdMap(decode_strings(arrays["items_blob"], arrays["items_off"]))
-        self.counts = _grow(np.asarray(arrays["counts"], np.float64), len(self.items.ids))
+        self.counts = grow_rows(np.asarray(arrays["counts"], np.float64), len(self.items.ids))
         self.version = int(info["version"])
         self._order = None
 
@@ -400,14 +388,14 @@ class OnlineMF(Baseline):
         """Initialise rows of ids that arrived since the last call (small random vectors)."""
         nu, ni = len(self.users.ids), len(self.items.ids)
         if nu > self._n_users:
-            self.P = _grow(self.P, nu)
-            self.trained = _grow(self.trained, nu)
+            self.P = grow_rows(self.P, nu)
+            self.trained = grow_rows(self.trained, nu)
             self.P[self._n_users : nu] = self.rng.standard_normal((nu - self._n_users, self.dim))
             self.P[self._n_users : nu] *= self.init_scale
             self._n_users = nu
         if ni > self._n_items:
-            self.Q = _grow(self.Q, ni)
-            self.b = _grow(self.b, ni)
+            self.Q = grow_rows(self.Q, ni)
+            self.b = grow_rows(self.b, ni)
             self.Q[self._n_items : ni] = self.rng.standard_normal((ni - self._n_items, self.dim))
             self.Q[self._n_items : ni] *= self.init_scale
             self._n_items = ni
@@ -517,10 +505,10 @@ class OnlineMF(Baseline):
 
     def _load(self, arrays: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> None:
         super()._load(arrays, info)
-        self.P = _grow(np.asarray(arrays["P"], np.float64), len(self.users.ids))
-        self.Q = _grow(np.asarray(arrays["Q"], np.float64), len(self.items.ids))
-        self.b = _grow(np.asarray(arrays["b"], np.float64), len(self.items.ids))
-        self.trained = _grow(np.asarray(arrays["trained"], bool), len(self.users.ids))
+        self.P = grow_rows(np.asarray(arrays["P"], np.float64), len(self.users.ids))
+        self.Q = grow_rows(np.asarray(arrays["Q"], np.float64), len(self.items.ids))
+        self.b = grow_rows(np.asarray(arrays["b"], np.float64), len(self.items.ids))
+        self.trained = grow_rows(np.asarray(arrays["trained"], bool), len(self.users.ids))
         self._n_users, self._n_items = len(self.users.ids), len(self.items.ids)
         self.rng.bit_generator.state = info["params"]["rng"]
 

@@ -587,15 +587,7 @@ def prequential(
         for name, model in models.items():
             tally = tallies[name]
             if queries:
-                t = time.perf_counter()
-                lists = fetch_recommendations(model, queries, cfg.k, state)
-                scorer = scorers.get(name)
-                aucs = None
-                if scorer is not None:
-                    scorer.begin_batch()
-                    aucs = [scorer(q) for q in queries]
-                tally.add_batch(queries, lists, state, aucs)
-                tally.recommend_s += time.perf_counter() - t
+                score_queries(model, tally, queries, cfg.k, state, scorers.get(name))
             t = time.perf_counter()
             model.learn(batch)
             tally.learn_s += time.perf_counter() - t
@@ -727,6 +719,20 @@ def plot_report(report: Mapping[str, Any], path: str | Path, title: str | None =
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def score_queries(
+    model: Any, tally: Any, queries: Any, k: int, state: Any, scorer: Any | None
+) -> None:
+    """Test step of test-then-train for one model: its top-k (and AUC) for every query."""
+    t = time.perf_counter()
+    lists = fetch_recommendations(model, queries, k, state)
+    aucs = None
+    if scorer is not None:
+        scorer.begin_batch()
+        aucs = [scorer(q) for q in queries]
+    tally.add_batch(queries, lists, state, aucs)
+    tally.recommend_s += time.perf_counter() - t
 
 
 def format_summary(report: Mapping[str, Any]) -> str:

@@ -123,3 +123,18 @@ def decode_strings(blob: np.ndarray, offsets: np.ndarray) -> list[str]:
     raw = blob.tobytes()
     off = offsets.tolist()
     return [raw[a:b].decode("utf-8", "surrogatepass") for a, b in itertools.pairwise(off)]
+
+
+def grow_rows(a: np.ndarray, n: int) -> np.ndarray:
+    """`a` with room for n rows (new rows zero), doubling, so growth is O(1) amortised per row.
+
+    The numpy counterpart of `tables.GrowingTable` for counters, flags and baseline tables.
+    """
+    if n <= a.shape[0]:
+        return a
+    cap = max(64, a.shape[0])
+    while cap < n:
+        cap *= 2
+    out = np.zeros((cap, *a.shape[1:]), dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out

@@ -27,7 +27,14 @@ import tensorflow as tf
 from streamrec.model import checkpoint, losses, towers
 from streamrec.model.base import EventLike, Features, ItemMatrix, LearnResult
 from streamrec.model.config import ModelConfig
-from streamrec.model.ids import FeatureSpace, IdMap, decode_strings, encode_strings, feature_tokens
+from streamrec.model.ids import (
+    FeatureSpace,
+    IdMap,
+    decode_strings,
+    encode_strings,
+    feature_tokens,
+    grow_rows,
+)
 from streamrec.model.popularity import DecayedPopularity
 from streamrec.model.ranking import top_k_rows
 from streamrec.model.sampling import NegativeSampler
@@ -46,17 +53,6 @@ _N_INTS = 15  # index arrays packed into one tensor per step call (see `learn`)
 _N_FLOATS = 11
 _I32 = tf.TensorSpec([None], tf.int32)
 _F32 = tf.TensorSpec([None], tf.float32)
-
-
-def _grow(a: np.ndarray, n: int) -> np.ndarray:
-    if n <= a.shape[0]:
-        return a
-    cap = max(64, a.shape[0])
-    while cap < n:
-        cap *= 2
-    out = np.zeros(cap, dtype=a.dtype)
-    out[: a.shape[0]] = a
-    return out
 
 
 class _TypeCodes(dict[str, int]):
@@ -111,14 +107,14 @@ class _Side:
             rows = np.arange(self.n_init, n, dtype=np.int32)
             self.emb.set_rows(rows, rng.standard_normal((rows.shape[0], self.emb.dim)) * scale)
             self.bias.ensure(n)
-            self.count = _grow(self.count, n)
+            self.count = grow_rows(self.count, n)
             self.n_init = n
             changed = True
         f = self.features.n_rows
         if f > self.f_init:
             rows = np.arange(self.f_init, f, dtype=np.int32)
             self.femb.set_rows(rows, rng.standard_normal((rows.shape[0], self.femb.dim)) * scale)
-            self.ftrained = _grow(self.ftrained, f)
+            self.ftrained = grow_rows(self.ftrained, f)
             self.f_init = f
             changed = True
         return changed
@@ -896,8 +892,8 @@ class OnlineRecommender:
                 )
             side.n_init = len(side.ids.ids)
             side.f_init = arrays[side.femb.name].shape[0]
-            side.count = _grow(arrays[f"{s}_count"].astype(np.int64), side.n_init)
-            side.ftrained = _grow(arrays[f"{s}_ftrained"].astype(bool), side.f_init)
+            side.count = grow_rows(arrays[f"{s}_count"].astype(np.int64), side.n_init)
+            side.ftrained = grow_rows(arrays[f"{s}_ftrained"].astype(bool), side.f_init)
             side._pairs = None
         model.gbias.load(arrays["global_bias"], arrays.get("global_bias_acc"), 1)
         model.popularity.items = model.items.ids

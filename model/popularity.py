@@ -20,7 +20,7 @@ import numpy as np
 
 from streamrec.model.base import EventLike
 from streamrec.model.config import DEFAULT_EVENT_WEIGHTS, ModelConfig
-from streamrec.model.ids import IdMap, decode_strings, encode_strings, feature_tokens
+from streamrec.model.ids import IdMap, decode_strings, encode_strings, feature_tokens, grow_rows
 from streamrec.model.ranking import top_k
 
 _REBASE_AT = 32.0  # half-lives ahead of the reference before it moves (values up to 2^32)
@@ -171,13 +171,7 @@ class DecayedPopularity:
                 d[row] = d.get(row, 0.0) + c
 
     def _grow(self, n: int) -> None:
-        if n > self._counts.shape[0]:
-            cap = self._counts.shape[0]
-            while cap < n:
-                cap *= 2
-            grown = np.zeros(cap, dtype=np.float64)
-            grown[: self._counts.shape[0]] = self._counts
-            self._counts = grown
+        self._counts = grow_rows(self._counts, n)
 
     def _rebase(self, new_ref_ms: int) -> None:
         assert self.ref_ms is not None
