@@ -8,6 +8,7 @@ checkpoint the model now and then. Kafka is the log, a checkpoint is a snapshot,
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -16,8 +17,8 @@ import socket
 import threading
 import time
 import uuid
-from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -135,13 +136,17 @@ class Trainer:
         self.model_offsets: dict[str, int] = {}
         self.stored_offsets: dict[str, int] = {}
         self.user_counts: dict[str, int] = defaultdict(int)
-        self.seen: dict[str, deque[str]] = {}
+        self.seen: dict[str, _Seen] = {}
+        # users whose precomputed list is older than their vector, least recently refreshed
+        # first (a dict keeps insertion order; a user touched again keeps their place)
+        self.recs_due: dict[str, None] = {}
         self._events_since_ckpt = 0
         self._last_ckpt = time.monotonic()
         self._unwritten = False  # the model learned a batch Redis has not received
         self._matrix_written_at: float | None = None
         self._matrix_dirty = False
         self._unassigned_since: float | None = None
+        self._owned: set[TopicPartition] = set()  # partitions the callbacks gave us
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
         self.catalogue: CatalogueReader | None = None
@@ -231,6 +236,15 @@ class Trainer:
         self._loop()
         if self._matrix_dirty:  # readers get the last batch's items before we go
             self._write([], {}, self.model.version, {}, force_matrix=True)
+        deadline = time.monotonic() + _DRAIN_RECS_S
+        while self.recs_due and time.monotonic() < deadline:
+            self._write([], {}, self.model.version, {})
+        if self.recs_due:
+            log.info(
+                "%d precomputed lists left stale at shutdown: readers rank those users in real "
+                "time until their next event",
+                len(self.recs_due),
+            )
         self._final_checkpoint()
 
     def _subscribe(self) -> None:
@@ -243,6 +257,7 @@ class Trainer:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no metadata for topic {k.events_topic} after 60 s")
             time.sleep(0.1)
+        self._owned = set()
         self.consumer.subscribe([k.events_topic], listener=_Rebalance(self))
         self._unassigned_since = time.monotonic()
 
@@ -251,7 +266,9 @@ class Trainer:
         (seen here after a revoke right after the first assignment on a fresh broker). The
         leader of the group with no partitions for two sessions rejoins with a new consumer."""
         assert self.consumer is not None
-        if self.consumer.assignment():
+        # Our own record of the callbacks, not consumer.assignment(): after a revoke that
+        # kafka-python never follows with a rejoin, it still lists the revoked partitions.
+        if self._owned:
             self._unassigned_since = None
             return
         now = time.monotonic()
@@ -287,6 +304,7 @@ class Trainer:
         from streamrec.model.online import OnlineRecommender
 
         self.seen.clear()
+        self.recs_due.clear()
         self._matrix_written_at = None
         self._matrix_dirty = False
         self.user_counts = defaultdict(int)
@@ -323,6 +341,7 @@ class Trainer:
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
         """Seek to what the model has learned; learn forward to what Redis holds, quietly."""
         assert self.consumer is not None
+        self._owned.update(assigned)
         self.stored_offsets = self._redis(self.store.read_offsets)
         for tp in assigned:
             f = offset_field(tp.topic, tp.partition)
@@ -338,6 +357,7 @@ class Trainer:
         )
 
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._owned.difference_update(revoked)
         if revoked:
             log.info("revoked %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
@@ -394,9 +414,15 @@ class Trainer:
                 raise _StandDown("another trainer holds the lease")
             now = time.monotonic()
             timeout_ms = kcfg.poll_timeout_ms
+            if self.recs_due and not batch:
+                # lists to refresh: look for events, do not wait long for them (not 0:
+                # kafka-python then never finishes a rebalance, seen as a stalled group)
+                timeout_ms = min(timeout_ms, 10)
             if batch:
                 remaining = tcfg.batch_max_wait_ms - (now - batch_started) * 1000
                 timeout_ms = max(1, min(timeout_ms, int(remaining)))
+            if _rebalance_pending(self.consumer):
+                timeout_ms = max(timeout_ms, _REBALANCE_POLL_MS)
             polled = self.consumer.poll(
                 timeout_ms=timeout_ms, max_records=tcfg.batch_max_events - len(batch)
             )
@@ -414,7 +440,8 @@ class Trainer:
             if self.catalogue is not None and self.catalogue.error is not None:
                 raise RuntimeError("catalogue reader failed") from self.catalogue.error
             catalogue_only = not batch and self.catalogue is not None and self.catalogue.pending()
-            if full or due or catalogue_only or (not batch and self._matrix_due()):
+            idle_work = not batch and (bool(self.recs_due) or self._matrix_due())
+            if full or due or catalogue_only or idle_work:
                 self.process(batch)
                 batch = []
             if now - last_summary >= 10:
@@ -482,16 +509,17 @@ class Trainer:
             self.metrics.loss.set(result.loss)
         # Events before the offsets Redis already holds were learned to catch the model up;
         # only users with newer events get their rows rewritten.
-        fresh = [
-            (r, e)
-            for r, e in good
-            if r.offset >= self.stored_offsets.get(offset_field(r.topic, r.partition), 0)
-        ]
+        floor: dict[tuple[str, int], int] = {}
+        for r, _ in good:
+            tp = (r.topic, r.partition)
+            if tp not in floor:
+                floor[tp] = self.stored_offsets.get(offset_field(*tp), 0)
+        fresh = [(r, e) for r, e in good if r.offset >= floor[(r.topic, r.partition)]]
         for _, e in good:
             self.user_counts[e.user] += 1
         self.model_offsets.update(ends)
         write_needed = any(ends[f] > self.stored_offsets.get(f, -1) for f in ends)
-        if write_needed or cat or self._matrix_due():
+        if write_needed or cat or self.recs_due or self._matrix_due():
             t_write = time.perf_counter()
             self._write(fresh, ends, result.version, cat)
             self.metrics.redis_write_seconds.observe(time.perf_counter() - t_write)
@@ -562,19 +590,10 @@ class Trainer:
         users = list(last)
         self._load_seen([u for u in users if u not in self.seen])
         for u in users:
-            dq = self.seen[u]
-            for item, _ in new_seen[u]:
-                if item in dq:
-                    dq.remove(item)
-                dq.append(item)
+            self.seen[u].add_all(item for item, _ in new_seen[u])
+            self.recs_due.setdefault(u)
         t_recs = time.perf_counter()
-        recs = (
-            self.model.recommend_many(
-                users, tcfg.top_k, exclude={u: set(self.seen[u]) for u in users}
-            )
-            if users
-            else {}
-        )
+        recs = self._refresh_recs()
         self._phase("recommend", t_recs)
         t_rows = time.perf_counter()
         known, vecs, biases = self.model.user_vectors(users)
@@ -590,8 +609,11 @@ class Trainer:
                     bias=float(biases[j]),
                     ts=e.ts,
                     off=f"{r.partition}:{r.offset}",
-                    recs=recs.get(u, []),
+                    recs=recs.pop(u, None),
                     seen=new_seen[u],
+                    # Redis holds what this process loaded plus what it added since: a
+                    # smaller in-memory set means nothing to trim there either.
+                    trim=len(self.seen[u]) >= tcfg.seen_max,
                     count=self.user_counts[u],
                     features=e.user_features,
                 )
@@ -609,7 +631,9 @@ class Trainer:
         )
         if write_matrix:
             self._matrix_written_at = now
-        self._matrix_dirty = not write_matrix
+        self._matrix_dirty = not write_matrix and (
+            self._matrix_dirty or bool(fresh) or bool(catalogue)
+        )
         index = {item: i for i, item in enumerate(matrix.ids)}
         items = [
             ItemRow(item, matrix.vectors[index[item]], float(matrix.biases[index[item]]))
@@ -617,9 +641,12 @@ class Trainer:
             if item in index
         ]
         self._phase("rows", t_rows)
+        # A write without events (a deferred refresh, a matrix) is fenced on every stored
+        # offset unchanged, so a deposed trainer cannot overwrite its successor's lists.
+        fence = ends or self.stored_offsets
         batch = BatchWrite(
-            expected_offsets={f: self.stored_offsets.get(f) for f in ends},
-            new_offsets={f: max(ends[f], self.stored_offsets.get(f, 0)) for f in ends},
+            expected_offsets={f: self.stored_offsets.get(f) for f in fence},
+            new_offsets={f: max(fence[f], self.stored_offsets.get(f, 0)) for f in fence},
             version=version,
             users=rows,
             items=items,
@@ -635,6 +662,7 @@ class Trainer:
                 "pop_half_life_ms": self.cfg.model.popularity_half_life_s * 1000,
             },
             seen_max=tcfg.seen_max,
+            recs=recs,
         )
         try:
             t_redis = time.perf_counter()
@@ -643,6 +671,31 @@ class Trainer:
         except FenceLost as e:
             raise _StandDown(str(e)) from e
         self.stored_offsets.update(batch.new_offsets)
+
+    def _refresh_recs(self) -> dict[str, list[tuple[str, float]]]:
+        """Top-K for the users whose lists are due, oldest first, for at most recs_budget_ms.
+
+        Scoring every touched user against the whole catalogue costs ~60 us per user here
+        (a 64 x n_items product plus selection), more than parsing and learning their event:
+        while the trainer catches up, a busy user would be re-ranked in every batch only for
+        the next batch to make that list stale again. Under the budget each due user is
+        ranked once, from the newest model; readers score them in real time until then.
+        """
+        budget_ms = self.cfg.trainer.recs_budget_ms
+        deadline = time.perf_counter() + budget_ms / 1000
+        out: dict[str, list[tuple[str, float]]] = {}
+        k = self.cfg.trainer.top_k
+        while self.recs_due:
+            chunk = list(itertools.islice(self.recs_due, _RECS_CHUNK))
+            self._load_seen([u for u in chunk if u not in self.seen])
+            out.update(
+                self.model.recommend_many(chunk, k, exclude={u: self.seen[u] for u in chunk})
+            )
+            for u in chunk:
+                del self.recs_due[u]
+            if budget_ms and time.perf_counter() >= deadline:
+                break
+        return out
 
     def _popularity(
         self, fresh: list[tuple[Any, Event]]
@@ -680,10 +733,12 @@ class Trainer:
     def _load_seen(self, users: list[str]) -> None:
         if not users:
             return
+        limit = max(self.cfg.trainer.seen_max, 1)
         for u, items in self._redis(lambda: self.store.read_seen(users)).items():
-            self.seen[u] = deque(items, maxlen=max(self.cfg.trainer.seen_max, 1))
+            self.seen[u] = _Seen(limit, items)
         for u in users:
-            self.seen.setdefault(u, deque(maxlen=max(self.cfg.trainer.seen_max, 1)))
+            if u not in self.seen:
+                self.seen[u] = _Seen(limit)
 
     def _commit(self, ends: dict[str, int]) -> None:
         """Kafka's committed offsets are for lag monitoring only: a failure is harmless."""
@@ -720,6 +775,49 @@ class Trainer:
         self._last_ckpt = time.monotonic()
         log.info("checkpoint %s (offsets %s)", path.name, self.model_offsets)
         return path
+
+
+_REBALANCE_POLL_MS = 5000
+
+
+def _rebalance_pending(consumer: KafkaConsumer) -> bool:
+    """Whether the next poll will rebalance the group (kafka-python 3.0.12 internals).
+
+    That poll must be given time to finish the JoinGroup/SyncGroup round trips: when its
+    timeout expires between them, the leader has already recorded its assignment, so the
+    next poll sees nothing to rejoin and the assignment is never applied; the consumer then
+    holds no partitions forever (seen here: a metadata refresh ~1 s after the first join
+    triggers such a rebalance, and a 10 ms batch-closing poll lost it every time).
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    need_rejoin = getattr(coordinator, "need_rejoin", None)
+    if need_rejoin is None:
+        return False
+    try:
+        return bool(need_rejoin())
+    except Exception:  # internals changed: rely on the _check_assignment watchdog
+        return False
+
+
+class _Seen(dict[str, None]):
+    """A user's items for exclusion, oldest first, bounded: O(1) to re-add or evict (a deque
+    made every re-add a scan of up to seen_max items; py-spy: 8 % of the trainer)."""
+
+    def __init__(self, limit: int, items: Iterable[str] = ()):
+        super().__init__()
+        self.limit = limit
+        self.add_all(items)
+
+    def add_all(self, items: Iterable[str]) -> None:
+        for item in items:
+            self.pop(item, None)
+            self[item] = None
+            if len(self) > self.limit:
+                del self[next(iter(self))]
+
+
+_DRAIN_RECS_S = 5.0  # at shutdown, refresh due lists for at most this long
+_RECS_CHUNK = 256  # users ranked per matrix product: fine-grained enough for the budget
 
 
 def _checkpoints(folder: Path) -> list[Path]:

@@ -805,8 +805,8 @@ class OnlineRecommender:
                 if ex:
                     scores[j, self._exclude_rows(ex)] = -np.inf
             for j, (u, best) in enumerate(zip(names, top_k_rows(scores, k, ids), strict=True)):
-                s = scores[j]
-                out[u] = [(ids[t], float(s[t])) for t in best]
+                vals = scores[j, best].tolist()
+                out[u] = [(ids[t], v) for t, v in zip(best, vals, strict=True)]
         return out
 
     # --- persistence -------------------------------------------------------------------------

@@ -71,10 +71,11 @@ class UserRow:
     bias: float
     ts: int  # ms, newest event of the user applied
     off: str  # "partition:offset" of that event
-    recs: Sequence[tuple[str, float]] = ()
+    recs: Sequence[tuple[str, float]] | None = None  # None: this batch leaves the list as is
     seen: Sequence[tuple[str, int]] = ()  # (item, ts ms) to add to the bounded seen set
     count: int | None = None  # events of this user applied so far (absolute)
     features: Mapping[str, Any] | None = None
+    trim: bool = True  # the seen set may exceed seen_max: trim it (False saves a command)
 
 
 @dataclass
@@ -104,6 +105,8 @@ class BatchWrite:
     matrix_version: int | None = None  # readers refresh their cached matrix when it changes
     # user-feature token ("country=DE") -> embedding, for readers serving new users
     user_feature_vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    # precomputed lists of users whose rows this batch does not rewrite (deferred refreshes)
+    recs: Mapping[str, Sequence[tuple[str, float]]] = field(default_factory=dict)
 
 
 # One script compares the offset fence and writes the whole batch, inside Redis: atomic like
@@ -140,10 +143,14 @@ for i, u in ipairs(h.users) do
   local id = u[1]
   local key = p .. 'u:{' .. id .. '}'
   local vec = string.sub(uvecs, (i - 1) * vb + 1, i * vb)
-  redis.call('HSET', key, 'vec', vec, 'bias', u[2], 'ver', ver, 'ts', u[3], 'off', u[4],
-             'updated_at', now)
-  if u[5] ~= '' then redis.call('HSET', key, 'n', u[5]) end
-  redis.call('SET', p .. 'recs:{' .. id .. '}', u[6])
+  if u[5] ~= '' then
+    redis.call('HSET', key, 'vec', vec, 'bias', u[2], 'ver', ver, 'ts', u[3], 'off', u[4],
+               'updated_at', now, 'n', u[5])
+  else
+    redis.call('HSET', key, 'vec', vec, 'bias', u[2], 'ver', ver, 'ts', u[3], 'off', u[4],
+               'updated_at', now)
+  end
+  if u[6] ~= '' then redis.call('SET', p .. 'recs:{' .. id .. '}', u[6]) end
   local seen = u[7]
   if #seen > 0 then
     local skey = p .. 'seen:{' .. id .. '}'
@@ -156,6 +163,9 @@ for i, u in ipairs(h.users) do
     if u[8] then redis.call('ZREMRANGEBYRANK', skey, 0, -(h.seen_max + 1)) end
   end
   if u[9] ~= '' then redis.call('SET', p .. 'uf:{' .. id .. '}', u[9]) end
+end
+for _, r in ipairs(h.recs) do
+  redis.call('SET', p .. 'recs:{' .. r[1] .. '}', r[2])
 end
 for i, it in ipairs(h.items) do
   local vec = string.sub(ivecs, (i - 1) * vb + 1, i * vb)
@@ -249,10 +259,13 @@ class RedisStore:
         ver = str(b.version)
         dim_bytes = 0
         users = []
+
+        def recs_json(recs: Sequence[tuple[str, float]]) -> str:
+            items = [[i, float(s)] for i, s in recs]
+            return orjson.dumps({"ver": b.version, "ts": int(now_ms), "items": items}).decode()
+
         for u in b.users:
-            recs = orjson.dumps(
-                {"ver": b.version, "ts": int(now_ms), "items": [[i, float(s)] for i, s in u.recs]}
-            ).decode()
+            recs = "" if u.recs is None else recs_json(u.recs)
             seen: list[str] = []
             for item, ts in u.seen:
                 seen += (item, str(int(ts)))
@@ -265,7 +278,7 @@ class RedisStore:
                     "" if u.count is None else str(int(u.count)),
                     recs,
                     seen[: 2 * _MAX_UNPACK_PAIRS],
-                    True,
+                    u.trim,
                     _json_or_empty(u.features),
                 ]
             )
@@ -322,6 +335,7 @@ class RedisStore:
             "features": features,
             "fvec_tokens": tokens,
             "popularity": popularity,
+            "recs": [[user, recs_json(r)] for user, r in b.recs.items()],
             "meta": meta,
         }
         matrix = mbias = b""
