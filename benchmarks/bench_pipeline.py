@@ -19,6 +19,9 @@ import json
 import logging
 import os
 import platform
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -148,7 +151,6 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def freshness(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    from streamrec.consumers.trainer import Trainer
     from streamrec.streaming import kafka_io
     from streamrec.streaming.keys import Keys
     from streamrec.streaming.store import connect
@@ -157,23 +159,49 @@ def freshness(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     cfg = _config(args, tag)
     _topics(cfg)
-    n = int(args.rate * args.duration_s)
+    n = int(args.rate * args.duration_s) + args.warmup_events
     events = list(
         SyntheticStream(
             SyntheticConfig(seed=2, n_users=args.users, n_items=args.items, n_events=n)
         ).events()
     )
-    trainer = Trainer(cfg)
-    runner = threading.Thread(target=trainer.run, name="trainer", daemon=True)
-    runner.start()
+    # The trainer runs as its own process, as in production: in a thread here it would share
+    # one GIL with this publisher and the reader, and measure their contention instead.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
+    env.update(cfg.to_env())
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    log_path = out / "freshness-trainer.log"
+    with open(log_path, "wb") as log_file:
+        trainer = subprocess.Popen(
+            [sys.executable, "-m", "streamrec.consumers.cli", "train"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     keys = Keys(cfg.redis.prefix)
     r = connect(cfg.redis)
-    # wait until the trainer is active (it writes the lease) before timing anything
-    lease = f"{cfg.redis.prefix}lease:{cfg.kafka.group_id}"
-    deadline = time.monotonic() + 120
-    while r.get(lease) is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(2.0)  # group join and first poll
+    # Warm up: time nothing until the trainer has learned and written a first batch (TF
+    # import, group join, first trace). Waiting for its lease alone timed its start-up.
+    warm = events[: args.warmup_events]
+    events = events[args.warmup_events :]
+    n = len(events)
+    warm_producer = kafka_io.make_producer(cfg.kafka, linger_ms=1)
+    kafka_io.publish(warm_producer, cfg.kafka.events_topic, warm)
+    warm_producer.close()
+    offsets_key = keys.offsets(cfg.kafka.group_id)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        stored = sum(int(v) for v in r.hvals(offsets_key))
+        if stored >= len(warm):
+            break
+        if trainer.poll() is not None:
+            _cleanup(cfg)
+            raise RuntimeError(f"the trainer exited during warm-up: see {log_path}")
+        time.sleep(0.2)
+    else:
+        trainer.kill()
+        _cleanup(cfg)
+        raise RuntimeError(f"the trainer did not learn the warm-up events: see {log_path}")
 
     pending: dict[int, tuple[str, float, Any]] = {}  # sample id -> (user, t_send, future)
     lock = threading.Lock()
@@ -227,8 +255,11 @@ def freshness(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     achieved = n / (time.perf_counter() - t0)
     done.set()
     rd.join(timeout=60)
-    trainer.stop()
-    runner.join(timeout=60)
+    trainer.send_signal(signal.SIGTERM)
+    try:
+        trainer.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        trainer.kill()
     producer.close()
     _cleanup(cfg)
     lat_ms = np.array(latencies) * 1000
@@ -243,6 +274,7 @@ def freshness(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "p99_ms": round(float(np.percentile(lat_ms, 99)), 1) if lat_ms.size else None,
         "max_ms": round(float(lat_ms.max()), 1) if lat_ms.size else None,
         "batch_max_wait_ms": cfg.trainer.batch_max_wait_ms,
+        "trainer_log": str(log_path),
     }
     if lat_ms.size:
         import matplotlib
@@ -276,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=5000.0)
     p.add_argument("--duration-s", type=float, default=60.0)
     p.add_argument("--sample-every", type=int, default=25)
+    p.add_argument("--warmup-events", type=int, default=2000, help="learned before timing")
     p.add_argument("--skip", choices=["throughput", "freshness"], action="append", default=[])
     p.add_argument("--out", default="reports/bench")
     p.add_argument("--json", default=None, help="write results here (default OUT/pipeline.json)")

@@ -33,10 +33,11 @@ class TrainerConfig:
     batch_max_events: int = 2048  # a batch closes at this many events ...
     batch_max_wait_ms: int = 100  # ... or after this long, whichever comes first
     top_k: int = 20  # recommendations precomputed per touched user
-    # Precomputed lists refreshed per batch for at most this long, least recently refreshed
-    # users first; the rest follow in later batches or when idle (readers score those users in
-    # real time meanwhile, see streaming/client.py). 0: every touched user, every batch.
-    recs_budget_ms: int = 100
+    # Share of the trainer's time spent re-ranking precomputed lists while events wait, least
+    # recently refreshed users first; the rest follow in later batches or when idle (readers
+    # rank those users in real time meanwhile, see streaming/client.py). 1.0: every touched
+    # user, every batch, however long it takes.
+    recs_time_share: float = 0.25
     seen_max: int = 500  # items remembered per user for exclusion
     matrix_every_ms: int = 1000  # item-matrix snapshot at most this often (item rows: always)
     checkpoint_dir: str = ".streamrec/checkpoints"
@@ -55,7 +56,7 @@ class TrainerConfig:
         _require(1 <= self.batch_max_events <= 1_000_000, "batch_max_events", "must be in 1..1e6")
         _require(self.batch_max_wait_ms >= 1, "batch_max_wait_ms", "must be >= 1")
         _require(1 <= self.top_k <= 10_000, "top_k", "must be in 1..10000")
-        _require(self.recs_budget_ms >= 0, "recs_budget_ms", "must be >= 0")
+        _require(0 < self.recs_time_share <= 1, "recs_time_share", "must be in (0, 1]")
         _require(self.seen_max >= 0, "seen_max", "must be >= 0")
         _require(self.matrix_every_ms >= 0, "matrix_every_ms", "must be >= 0")
         _require(bool(self.checkpoint_dir), "checkpoint_dir", "must not be empty")

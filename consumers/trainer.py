@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,11 +135,12 @@ class Trainer:
         # next offset to read, per "topic:partition": what the model has learned / Redis holds
         self.model_offsets: dict[str, int] = {}
         self.stored_offsets: dict[str, int] = {}
-        self.user_counts: dict[str, int] = defaultdict(int)
+        self.user_counts: Counter[str] = Counter()
         self.seen: dict[str, _Seen] = {}
         # users whose precomputed list is older than their vector, least recently refreshed
         # first (a dict keeps insertion order; a user touched again keeps their place)
         self.recs_due: dict[str, None] = {}
+        self._recs_refreshed_at: float | None = None
         self._events_since_ckpt = 0
         self._last_ckpt = time.monotonic()
         self._unwritten = False  # the model learned a batch Redis has not received
@@ -307,7 +308,7 @@ class Trainer:
         self.recs_due.clear()
         self._matrix_written_at = None
         self._matrix_dirty = False
-        self.user_counts = defaultdict(int)
+        self.user_counts = Counter()
         self._events_since_ckpt = 0
         self._unwritten = False
         if self._given_model is not None:
@@ -515,8 +516,7 @@ class Trainer:
             if tp not in floor:
                 floor[tp] = self.stored_offsets.get(offset_field(*tp), 0)
         fresh = [(r, e) for r, e in good if r.offset >= floor[(r.topic, r.partition)]]
-        for _, e in good:
-            self.user_counts[e.user] += 1
+        self.user_counts.update(e.user for _, e in good)
         self.model_offsets.update(ends)
         write_needed = any(ends[f] > self.stored_offsets.get(f, -1) for f in ends)
         if write_needed or cat or self.recs_due or self._matrix_due():
@@ -673,16 +673,19 @@ class Trainer:
         self.stored_offsets.update(batch.new_offsets)
 
     def _refresh_recs(self) -> dict[str, list[tuple[str, float]]]:
-        """Top-K for the users whose lists are due, oldest first, for at most recs_budget_ms.
+        """Top-K for the users whose lists are due, oldest first, within recs_time_share.
 
-        Scoring every touched user against the whole catalogue costs ~60 us per user here
-        (a 64 x n_items product plus selection), more than parsing and learning their event:
-        while the trainer catches up, a busy user would be re-ranked in every batch only for
-        the next batch to make that list stale again. Under the budget each due user is
-        ranked once, from the newest model; readers score them in real time until then.
+        Ranking a user against the whole catalogue costs ~60 us here (a 64 x n_items product
+        plus selection), more than parsing and learning their event: while the trainer is
+        behind, a busy user would be re-ranked in every batch only for the next batch to make
+        that list stale again. Under the share each due user is ranked once, from the newest
+        model, and readers rank them in real time until then. The budget is the share of the
+        time since the last refresh ended; one chunk always goes, so lists never starve.
         """
-        budget_ms = self.cfg.trainer.recs_budget_ms
-        deadline = time.perf_counter() + budget_ms / 1000
+        share = self.cfg.trainer.recs_time_share
+        now = time.perf_counter()
+        since = now - (self._recs_refreshed_at or now)
+        deadline = now + share * since
         out: dict[str, list[tuple[str, float]]] = {}
         k = self.cfg.trainer.top_k
         while self.recs_due:
@@ -693,8 +696,9 @@ class Trainer:
             )
             for u in chunk:
                 del self.recs_due[u]
-            if budget_ms and time.perf_counter() >= deadline:
+            if share < 1 and time.perf_counter() >= deadline:
                 break
+        self._recs_refreshed_at = time.perf_counter()
         return out
 
     def _popularity(
@@ -704,9 +708,13 @@ class Trainer:
         per segment of the users who touched them (see DecayedPopularity.log_scores)."""
         pop = self.model.popularity
         by_segment: dict[str | None, set[str]] = defaultdict(set)
+        segments: dict[str, tuple[str, ...]] = {}
         for _, e in fresh:
             by_segment[None].add(e.item)
-            for seg in self.model.user_segments(e.user):
+            user_segs = segments.get(e.user)
+            if user_segs is None:
+                user_segs = segments[e.user] = self.model.user_segments(e.user)
+            for seg in user_segs:
                 by_segment[seg].add(e.item)
         out: dict[str | None, list[tuple[str, float]]] = {}
         for seg, items in by_segment.items():
