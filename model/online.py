@@ -470,7 +470,8 @@ class OnlineRecommender:
         uf_e: np.ndarray,
         uf_f: np.ndarray,
     ) -> list[np.ndarray]:
-        """Per-row gradient scales occurrences^-row_scaling (see ModelConfig.row_scaling)."""
+        """Per-row gradient scales occurrences^-row_scaling (see ModelConfig.row_scaling),
+        times user_gradient_scale for user id rows."""
         alpha = self.config.row_scaling
         n_ev = nr + nq
         u_occ = np.bincount(u_inv, minlength=u_set.shape[0]).astype(np.float64)
@@ -481,8 +482,11 @@ class OnlineRecommender:
             i_occ += np.bincount(i_inv[n_ev:], minlength=i_set.shape[0]) * (nr / n_neg)
         uf_occ = np.bincount(uf_f, weights=u_occ[uf_e], minlength=uf_set.shape[0])
         self._i_occ = i_occ
+        u_scale = np.maximum(u_occ, 1.0) ** -alpha
+        if self.config.user_gradient_scale != 1.0:
+            u_scale = u_scale * self.config.user_gradient_scale
         return [
-            np.maximum(u_occ, 1.0) ** -alpha,
+            u_scale,
             np.maximum(i_occ, 1.0) ** -alpha,
             np.maximum(uf_occ, 1.0) ** -alpha,
             np.asarray([max(nq, 1) ** -alpha]),
@@ -573,7 +577,7 @@ class OnlineRecommender:
         clip = cfg.clip_norm
         adagrad = cfg.optimizer == "adagrad"
         softmax = cfg.loss == "softmax"
-        scaled = cfg.row_scaling > 0
+        scaled = cfg.row_scaling > 0 or cfg.user_gradient_scale != 1.0
 
         def apply(table: GrowingTable, idx: tf.Tensor, g: tf.Tensor) -> Any:
             if adagrad:
