@@ -940,7 +940,11 @@ class OnlineRecommender:
     def restore(cls, path: str | Path) -> tuple[OnlineRecommender, dict[str, Any]]:
         """The model saved at `path` and the caller's metadata saved with it."""
         arrays, info = checkpoint.read(path)
-        config = ModelConfig(**info["config"])
+        saved = dict(info["config"])
+        # Checkpoints from before user_gradient_scale existed were trained without it (1.0):
+        # continue them as they were trained, not with today's default.
+        saved.setdefault("user_gradient_scale", 1.0)
+        config = ModelConfig(**saved)
         # Build without drawing hashed-feature rows twice: a fresh model draws them from the
         # seed, then everything, RNG included, is overwritten by the saved state.
         model = cls(config)
