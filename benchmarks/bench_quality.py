@@ -65,11 +65,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         "loadavg_end": os.getloadavg(),
         "wall_seconds": time.perf_counter() - t0,
     }
+    # Learn speed of each model on this stream, in the same run (a ratio survives the noise of
+    # a shared machine better than an absolute figure; the load is in report["machine"]).
+    n_events = report["stream"]["events"]
+    report["throughput"] = {
+        name: {
+            "learn_events_per_s": n_events / m["seconds"]["learn"]
+            if m["seconds"]["learn"]
+            else None,
+            "learn_s": m["seconds"]["learn"],
+            "recommend_s": m["seconds"]["recommend"],
+        }
+        for name, m in report["models"].items()
+        if "seconds" in m
+    }
     if args.views:
         report["views"] = _views(models, args.out)
     json_path = args.json or args.out / "quality.json"
     write_report(report, json_path)
     print(format_summary(report))
+    for name, t in report["throughput"].items():
+        eps = t["learn_events_per_s"]
+        print(
+            f"{name:<20} learn {eps or 0:>10,.0f} events/s ({t['learn_s']:.1f} s), "
+            f"recommend + scoring {t['recommend_s']:.1f} s"
+        )
     s = report["stream"]
     print(
         f"{s['events']:,} events, {s['queries']:,} scored after a {s['warmup_events']:,}-event "

@@ -55,6 +55,27 @@ _I32 = tf.TensorSpec([None], tf.int32)
 _F32 = tf.TensorSpec([None], tf.float32)
 
 
+class _Attribute(Sequence[Any]):
+    """A lazy column of one attribute of the events: only the rows read cost anything."""
+
+    def __init__(self, events: Sequence[EventLike], name: str) -> None:
+        self._events = events
+        self._name = name
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __getitem__(self, j: Any) -> Any:
+        return getattr(self._events[j], self._name)
+
+
+def _add_counts(counts: np.ndarray, rows: np.ndarray) -> None:
+    """counts[rows] += 1 per occurrence; bincount is several times faster than np.add.at."""
+    if rows.shape[0]:
+        add = np.bincount(rows)
+        counts[: add.shape[0]] += add
+
+
 class _TypeCodes(dict[str, int]):
     """Event type -> code; unknown types are 0 and, unlike a defaultdict's, not inserted."""
 
@@ -288,22 +309,64 @@ class OnlineRecommender:
         `touched=False` leaves LearnResult's id lists empty, for callers that track the ids
         themselves (about a tenth of the Python time per event).
         """
+        users = [e.user for e in events]
+        items = [e.item for e in events]
+        types = [e.type for e in events]
+        ts = [e.ts for e in events]
+        ufs = [e.user_features for e in events]
+        ifs = [e.item_features for e in events]
+        return self.learn_columns(
+            users,
+            items,
+            types,
+            ts,
+            values=_Attribute(events, "value"),
+            user_features=ufs,
+            item_features=ifs,
+            touched=touched,
+        )
+
+    def learn_columns(
+        self,
+        users: Sequence[str],
+        items: Sequence[str],
+        types: Sequence[str],
+        ts: Sequence[int] | np.ndarray,
+        *,
+        values: Sequence[float | None] | None = None,
+        user_features: Sequence[Features | None] | None = None,
+        item_features: Sequence[Features | None] | None = None,
+        touched: bool = True,
+    ) -> LearnResult:
+        """`learn` for a batch given column by column: the same update, bit for bit.
+
+        For callers that parse records straight into columns (no event object per record);
+        `learn` itself extracts its columns and comes here. `values` is read only at ratings
+        (None: no rating has a value); `ts` (ms) only at positives, for popularity.
+        """
         self.version += 1
         self._want_touched = touched
-        n = len(events)
+        n = len(users)
+        if not (len(items) == len(types) == len(ts) == n):
+            raise ValueError("learn_columns: users, items, types and ts differ in length")
         if n == 0:
             return LearnResult(0, math.nan, False, [], [], self.version)
         cfg = self.config
-        users = [e.user for e in events]
-        items = [e.item for e in events]
+        users = users if isinstance(users, list) else list(users)
+        items = items if isinstance(items, list) else list(items)
         u_rows = self.users.ids.rows(users)
         i_rows = self.items.ids.rows(items)
-        types = [e.type for e in events]
-        self._remember_features(events, u_rows, i_rows)
+        self._remember_features(user_features, item_features, u_rows, i_rows)
         self._sync()
 
-        # Event type -> small code -> weight: one C-level pass over the types.
-        codes = np.fromiter(map(self._type_codes.__getitem__, types), np.int32, n)
+        # Event type -> small code -> weight. A batch of one type (the usual case) needs no
+        # per-event lookup at all; otherwise one C-level pass over the types.
+        types = types if isinstance(types, list) else list(types)
+        first = types[0]
+        if types.count(first) == n:
+            codes = np.full(n, self._type_codes[first], dtype=np.int32)
+        else:
+            codes = np.fromiter(map(self._type_codes.__getitem__, types), np.int32, n)
         w = self._type_weights[codes]
         w_rank = np.where(w > 0, w, 0.0)
         w_pt = np.where(w < 0, -w, 0.0)
@@ -312,7 +375,7 @@ class OnlineRecommender:
         ratings = np.flatnonzero(codes == self._rating_code) if rating_w > 0 else ()
         if len(ratings):
             idx = np.asarray(ratings)
-            raw = [events[j].value for j in idx.tolist()]
+            raw = [None if values is None else values[j] for j in idx.tolist()]
             given = np.asarray([v is not None for v in raw])
             vals = np.asarray([math.nan if v is None else v for v in raw], np.float64)
             lo, hi = cfg.rating_negative_max, cfg.rating_positive_min
@@ -382,8 +445,8 @@ class OnlineRecommender:
             return self._result(n, math.nan, True, users, items, None)
 
         active = np.concatenate([r, q])
-        np.add.at(self.users.count, u_rows[active], 1)
-        np.add.at(self.items.count, i_rows[active], 1)
+        _add_counts(self.users.count, u_rows[active])
+        _add_counts(self.items.count, i_rows[active])
         if uf_set.shape[0]:
             self.users.ftrained[uf_set] = True
         if if_set.shape[0]:
@@ -391,7 +454,7 @@ class OnlineRecommender:
             # through an item that appeared in an event.
             f_set, _, _ = self.items.batch_pairs(np.unique(i_rows[active]))
             self.items.ftrained[f_set] = True
-        self._observe_popularity(events, r, w_rank, u_rows, i_rows)
+        self._observe_popularity(ts, r, w_rank, u_rows, i_rows)
         self.sampler.observe(i_rows[r])
         return self._result(n, total / (nr + nq), False, users, items, neg)
 
@@ -407,7 +470,8 @@ class OnlineRecommender:
         uf_e: np.ndarray,
         uf_f: np.ndarray,
     ) -> list[np.ndarray]:
-        """Per-row gradient scales occurrences^-row_scaling (see ModelConfig.row_scaling)."""
+        """Per-row gradient scales occurrences^-row_scaling (see ModelConfig.row_scaling),
+        times user_gradient_scale for user id rows."""
         alpha = self.config.row_scaling
         n_ev = nr + nq
         u_occ = np.bincount(u_inv, minlength=u_set.shape[0]).astype(np.float64)
@@ -418,8 +482,11 @@ class OnlineRecommender:
             i_occ += np.bincount(i_inv[n_ev:], minlength=i_set.shape[0]) * (nr / n_neg)
         uf_occ = np.bincount(uf_f, weights=u_occ[uf_e], minlength=uf_set.shape[0])
         self._i_occ = i_occ
+        u_scale = np.maximum(u_occ, 1.0) ** -alpha
+        if self.config.user_gradient_scale != 1.0:
+            u_scale = u_scale * self.config.user_gradient_scale
         return [
-            np.maximum(u_occ, 1.0) ** -alpha,
+            u_scale,
             np.maximum(i_occ, 1.0) ** -alpha,
             np.maximum(uf_occ, 1.0) ** -alpha,
             np.asarray([max(nq, 1) ** -alpha]),
@@ -432,23 +499,25 @@ class OnlineRecommender:
         return [np.maximum(occ, 1.0) ** -self.config.row_scaling]
 
     def _remember_features(
-        self, events: Sequence[EventLike], u_rows: np.ndarray, i_rows: np.ndarray
+        self,
+        ufs: Sequence[Features | None] | None,
+        ifs: Sequence[Features | None] | None,
+        u_rows: np.ndarray,
+        i_rows: np.ndarray,
     ) -> None:
         """Features carried by events replace the stored ones (latest wins)."""
-        ufs = [e.user_features for e in events]
-        if ufs.count(None) != len(ufs):
-            for j, f in enumerate(ufs):
-                if f is not None:
-                    self.users.set_tokens(int(u_rows[j]), feature_tokens(f))
-        ifs = [e.item_features for e in events]
-        if ifs.count(None) != len(ifs):
-            for j, f in enumerate(ifs):
-                if f is not None:
-                    self.items.set_tokens(int(i_rows[j]), feature_tokens(f))
+        for side, feats, rows in ((self.users, ufs, u_rows), (self.items, ifs, i_rows)):
+            if feats is None:
+                continue
+            feats = feats if isinstance(feats, list) else list(feats)
+            if feats.count(None) != len(feats):
+                for j, f in enumerate(feats):
+                    if f is not None:
+                        side.set_tokens(int(rows[j]), feature_tokens(f))
 
     def _observe_popularity(
         self,
-        events: Sequence[EventLike],
+        ts: Sequence[int] | np.ndarray,
         r: np.ndarray,
         w_rank: np.ndarray,
         u_rows: np.ndarray,
@@ -457,13 +526,18 @@ class OnlineRecommender:
         if r.shape[0] == 0:
             return
         rl = r.tolist()
-        ts = np.asarray([events[j].ts for j in rl], dtype=np.int64)
+        if isinstance(ts, np.ndarray):
+            ts_r = ts[r].astype(np.int64)
+        elif r.shape[0] == len(ts):  # every event is a positive: no gather needed
+            ts_r = np.asarray(ts, dtype=np.int64)
+        else:
+            ts_r = np.asarray([ts[j] for j in rl], dtype=np.int64)
         segments = None
         if self.users.tokens and self.config.popularity_segments != "":
             get = self.users.tokens.get
             seg_of = self.popularity.segments_of
             segments = [seg_of(get(int(u_rows[j]), ())) for j in rl]
-        self.popularity.add_rows(i_rows[r], ts, w_rank[r], segments)
+        self.popularity.add_rows(i_rows[r], ts_r, w_rank[r], segments)
 
     def _result(
         self,
@@ -503,7 +577,7 @@ class OnlineRecommender:
         clip = cfg.clip_norm
         adagrad = cfg.optimizer == "adagrad"
         softmax = cfg.loss == "softmax"
-        scaled = cfg.row_scaling > 0
+        scaled = cfg.row_scaling > 0 or cfg.user_gradient_scale != 1.0
 
         def apply(table: GrowingTable, idx: tf.Tensor, g: tf.Tensor) -> Any:
             if adagrad:
@@ -866,7 +940,11 @@ class OnlineRecommender:
     def restore(cls, path: str | Path) -> tuple[OnlineRecommender, dict[str, Any]]:
         """The model saved at `path` and the caller's metadata saved with it."""
         arrays, info = checkpoint.read(path)
-        config = ModelConfig(**info["config"])
+        saved = dict(info["config"])
+        # Checkpoints from before user_gradient_scale existed were trained without it (1.0):
+        # continue them as they were trained, not with today's default.
+        saved.setdefault("user_gradient_scale", 1.0)
+        config = ModelConfig(**saved)
         # Build without drawing hashed-feature rows twice: a fresh model draws them from the
         # seed, then everything, RNG included, is overwritten by the saved state.
         model = cls(config)

@@ -1,7 +1,8 @@
 """One optimiser step on a tiny model, checked against numbers derived by hand (TFRS style).
 
 Set-up shared by both tests: dim 2, one user u, a positive item i and a negative item j that the
-sampler is forced to return, one `view` event (weight 1), l2 = 0, no clipping, lr = 0.1.
+sampler is forced to return, one `view` event (weight 1), l2 = 0, no clipping, lr = 0.1, and the
+default user_gradient_scale s = 4: the user row's gradient is s * dL/dp (items and biases as is).
 
     p  = (0.1, 0.2)    q_i = (0.3, -0.1)  b_i = 0.1    q_j = (0.2, 0.4)  b_j = -0.2
     s_pos = p.q_i + b_i = 0.03 - 0.02 + 0.1 = 0.11
@@ -67,13 +68,13 @@ def test_one_sgd_step() -> None:
     res = rec.learn([Event("u", "i", "view", None, 1)])
     assert res.loss == pytest.approx(0.5936, abs=1e-4)
     assert not res.skipped_nonfinite
-    # x' = x - lr * dL/dx
-    # p'   = (0.1 + 0.00447692, 0.2 - 0.0223846)       = (0.10447692, 0.1776154)
+    # x' = x - lr * dL/dx, and p' = p - lr * s * dL/dp with s = 4
+    # p'   = (0.1 + 4 * 0.00447692, 0.2 - 4 * 0.0223846) = (0.11790768, 0.1104616)
     # q_i' = (0.3 + 0.00447692, -0.1 + 0.00895384)     = (0.30447692, -0.09104616)
     # q_j' = (0.2 - 0.00447692, 0.4 - 0.00895384)      = (0.19552308, 0.39104616)
     # b_i' = 0.1 + 0.0447692 = 0.1447692;  b_j' = -0.2 - 0.0447692 = -0.2447692
     np.testing.assert_allclose(
-        rec.users.emb.get_rows(np.array([0]))[0], [0.10447692, 0.1776154], atol=1e-6
+        rec.users.emb.get_rows(np.array([0]))[0], [0.11790768, 0.1104616], atol=1e-6
     )
     got = rec.items.emb.get_rows(np.array([ri, rj]))
     np.testing.assert_allclose(got[0], [0.30447692, -0.09104616], atol=1e-6)
@@ -89,11 +90,13 @@ def test_one_adagrad_step() -> None:
     rec, ri, rj = tiny("adagrad")
     rec.learn([Event("u", "i", "view", None, 1)])
     # Adagrad (Keras form): acc = 0.1 + g^2;  x' = x - lr * g / (sqrt(acc) + 1e-7)
-    # p[0]:   g = -0.0447692, acc = 0.1 + 0.0020043 = 0.1020043, sqrt = 0.3193811
-    #         step = 0.1 * -0.0447692 / 0.3193811 = -0.0140175  -> p[0]' = 0.1140175
-    # p[1]:   g =  0.2238460, acc = 0.1 + 0.0501071 = 0.1501071, sqrt = 0.3874366
-    #         step = 0.1 * 0.2238460 / 0.3874366 = 0.0577762    -> p[1]' = 0.1422238
-    # q_i[0]: g = -0.0447692 (as p[0])                           -> 0.3 + 0.0140175 = 0.3140175
+    # The user row's g is s * dL/dp with s = 4 (user_gradient_scale):
+    # p[0]:   g = -0.1790768, acc = 0.1 + 0.0320685 = 0.1320685, sqrt = 0.3634123
+    #         step = 0.1 * -0.1790768 / 0.3634123 = -0.0492765  -> p[0]' = 0.1492765
+    # p[1]:   g =  0.8953840, acc = 0.1 + 0.8017125 = 0.9017125, sqrt = 0.9495854
+    #         step = 0.1 * 0.8953840 / 0.9495854 = 0.0942921    -> p[1]' = 0.1057079
+    # q_i[0]: g = -0.0447692, acc = 0.1 + 0.0020043 = 0.1020043, sqrt = 0.3193811
+    #         step = 0.1 * -0.0447692 / 0.3193811 = -0.0140175  -> 0.3 + 0.0140175 = 0.3140175
     # q_i[1]: g = -0.0895384, acc = 0.1080171, sqrt = 0.3286596
     #         step = 0.1 * -0.0895384 / 0.3286596 = -0.0272435   -> -0.1 + 0.0272435 = -0.0727565
     # q_j mirrors q_i:                                  (0.2 - 0.0140175, 0.4 - 0.0272435)
@@ -101,14 +104,14 @@ def test_one_adagrad_step() -> None:
     #         step = 0.1 * -0.4476920 / 0.5481133 = -0.0816787   -> 0.1 + 0.0816787 = 0.1816787
     # b_j mirrors b_i:                                           -0.2 - 0.0816787 = -0.2816787
     u = rec.users.emb.get_rows(np.array([0]))[0]
-    np.testing.assert_allclose(u, [0.1140175, 0.1422238], atol=1e-6)
+    np.testing.assert_allclose(u, [0.1492765, 0.1057079], atol=1e-6)
     got = rec.items.emb.get_rows(np.array([ri, rj]))
     np.testing.assert_allclose(got[0], [0.3140175, -0.0727565], atol=1e-6)
     np.testing.assert_allclose(got[1], [0.1859825, 0.3727565], atol=1e-6)
     b = rec.items.bias.get_rows(np.array([ri, rj]))
     np.testing.assert_allclose(b, [0.1816787, -0.2816787], atol=1e-6)
     acc = rec.users.emb.acc.numpy()[0]  # type: ignore[union-attr]
-    np.testing.assert_allclose(acc, 0.1 + G_P**2, atol=1e-7)
+    np.testing.assert_allclose(acc, 0.1 + (4 * G_P) ** 2, atol=2e-6)
 
 
 def test_hand_gradients_match_constants() -> None:
