@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from streamrec.consumers.config import Config, settings
 from streamrec.model.config import ConfigError
 
+log = logging.getLogger("streamrec.cli")
+
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
@@ -132,19 +134,21 @@ def cmd_bench(args: argparse.Namespace, cfg: Config) -> int:
     """Benchmarks live in the source checkout's benchmarks/ folder, not in the package.
 
     `bench all` runs every one into one folder (`--out`, default reports/bench): a JSON file
-    each, their plots, and summary.md gathering the figures.
+    each, their plots, and summary.md with the figures beside their targets; `bench summary`
+    rebuilds summary.md from the JSON files already there.
     """
     import importlib.util
-    import json
     import time
     from pathlib import Path
+
+    from streamrec.consumers import bench_summary
 
     folder = Path(__file__).resolve().parent.parent / "benchmarks"
     names = sorted(p.stem.removeprefix("bench_") for p in folder.glob("bench_*.py"))
     if not names:
         print("streamrec bench needs a source checkout (benchmarks/ folder)", file=sys.stderr)
         return 2
-    if args.name != "all" and args.name not in names:
+    if args.name not in (*names, "all", "summary"):
         print(f"unknown benchmark {args.name!r}; have: {', '.join(names)}, all", file=sys.stderr)
         return 2
 
@@ -157,28 +161,25 @@ def cmd_bench(args: argparse.Namespace, cfg: Config) -> int:
         spec.loader.exec_module(module)
         return int(module.main(argv) or 0)
 
-    if args.name != "all":
+    if args.name not in ("all", "summary"):
         return run(args.name, list(args.rest))
     out = Path(args.rest[args.rest.index("--out") + 1]) if "--out" in args.rest else None
     out = out or Path("reports") / "bench"
     out.mkdir(parents=True, exist_ok=True)
     extra = {"quality": ["--out", str(out / "quality")], "pipeline": ["--out", str(out)]}
-    lines = [f"# streamrec benchmarks, {time.strftime('%Y-%m-%d')}", ""]
-    failed = []
-    for name in names:
+    status: dict[str, str] = {}
+    for name in names if args.name == "all" else []:
         t0 = time.monotonic()
-        rc = run(name, ["--json", str(out / f"{name}.json"), *extra.get(name, [])])
-        lines.append(f"## {name} ({time.monotonic() - t0:.0f} s, exit {rc})")
-        lines.append("")
-        if rc:
-            failed.append(name)
-        path = out / f"{name}.json"
-        if path.exists():
-            lines += ["```json", json.dumps(json.loads(path.read_text()), indent=1)[:6000], "```"]
-        lines.append("")
-    (out / "summary.md").write_text("\n".join(lines))
+        try:
+            rc = run(name, ["--json", str(out / f"{name}.json"), *extra.get(name, [])])
+        except Exception as e:  # one failed benchmark must not lose the others' figures
+            log.exception("benchmark %s failed", name)
+            rc = 1
+            status[name] = f"failed ({type(e).__name__})"
+        status.setdefault(name, f"{time.monotonic() - t0:.0f} s, exit {rc}")
+    (out / "summary.md").write_text(bench_summary.summarize(out, names, status))
     print(f"wrote {out / 'summary.md'}")
-    return 1 if failed else 0
+    return 1 if any(not s.endswith("exit 0") for s in status.values()) else 0
 
 
 def cmd_config(args: argparse.Namespace, cfg: Config) -> int:
@@ -249,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
 
     s = sub.add_parser("bench", help="run a benchmark from benchmarks/ (or all)")
-    s.add_argument("name", help="model, pipeline, serving, quality, ... or all")
+    s.add_argument("name", help="model, pipeline, serving, quality, all, or summary (rebuild)")
     s.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark")
     s.set_defaults(func=cmd_bench)
 

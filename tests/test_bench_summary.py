@@ -1,0 +1,63 @@
+"""`streamrec bench all`'s summary: figures beside targets, failures visible, from JSON alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from streamrec.consumers.bench_summary import summarize
+
+
+def _write(out: Path, name: str, data: object) -> None:
+    (out / f"{name}.json").write_text(json.dumps(data))
+
+
+def test_summary_marks_targets_met_and_missed(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        "pipeline",
+        {
+            "throughput": {
+                "events": 1000,
+                "batch_max_events": 256,
+                "trainer_events_per_s": 150_000,
+                "raw_consume_records_per_s": 200_000,
+                "ratio_trainer_to_raw": 0.75,
+            },
+            "freshness": {
+                "achieved_rate_per_s": 5000,
+                "samples": 10,
+                "p50_ms": 20.0,
+                "p95_ms": 80.0,
+                "p99_ms": 120.0,
+            },
+        },
+    )
+    _write(
+        tmp_path,
+        "quality",
+        {
+            "k": 10,
+            "reference": "model",
+            "stream": {"events": 5000},
+            "models": {
+                "model": {"overall": {"hr": 0.3, "ndcg": 0.2}},
+                "popularity": {"overall": {"hr": 0.2, "ndcg": 0.1}},
+                "online_mf": {"overall": {"hr": 0.3, "ndcg": 0.1}},  # a tie on HR is no win
+            },
+        },
+    )
+    text = summarize(tmp_path, ["model", "pipeline", "quality"], {"model": "failed (X)"})
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if "|" in line}
+    trainer = next(v for k, v in rows.items() if k.startswith("trainer consume"))
+    assert "150,000 events/s" in trainer and trainer.endswith("| yes |")
+    fresh = next(v for k, v in rows.items() if k.startswith("freshness"))
+    assert "p99 120.0 ms" in fresh and fresh.endswith("| **no** |")
+    pop = next(v for k, v in rows.items() if k.startswith("quality: popularity"))
+    assert "(1.50x / 2.00x)" in pop and pop.endswith("| yes |")
+    mf = next(v for k, v in rows.items() if k.startswith("quality: online_mf"))
+    assert mf.endswith("| **no** |")
+    overall = next(v for k, v in rows.items() if k.startswith("quality: model"))
+    assert overall.endswith("| **no** |")  # it must beat every baseline
+    assert "No results from: model." in text
+    assert "model failed (X)" in text
