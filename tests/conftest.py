@@ -157,6 +157,7 @@ def redis_url(request: pytest.FixtureRequest, docker_engine: bool, _local: Local
 
         container = RedisContainer(REDIS_IMAGE).with_command(
             "redis-server --appendonly yes --maxmemory-policy noeviction"
+            " --hash-max-listpack-value 512"
         )
         container.start()
         request.addfinalizer(container.stop)

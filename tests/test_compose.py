@@ -98,6 +98,7 @@ def test_redis_is_durable(compose: dict[str, Any]) -> None:
     command = compose["services"]["redis"]["command"]
     text = command if isinstance(command, str) else " ".join(str(c) for c in command)
     assert "--appendonly yes" in text and "noeviction" in text
+    assert "--hash-max-listpack-value 512" in text  # users' vector hashes stay compact
 
 
 def test_environment_names_are_real_settings(compose: dict[str, Any]) -> None:

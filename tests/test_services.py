@@ -177,6 +177,8 @@ def test_redis_answers_with_durable_settings(local_services: services.ServicesSt
         assert client.config_get("appendonly") == {"appendonly": "yes"}
         assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
         assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        limit = client.config_get("hash-max-listpack-value")
+        assert limit == {"hash-max-listpack-value": "512"}
     finally:
         client.close()
 
@@ -346,6 +348,7 @@ def test_generated_configs(tmp_path: Path) -> None:
     for line in ("bind 127.0.0.1", "port 16379", "appendonly yes", "appendfsync everysec"):
         assert f"{line}\n" in conf
     assert "maxmemory-policy noeviction\n" in conf
+    assert "hash-max-listpack-value 512\n" in conf
     pom = services.POM_TEMPLATE.substitute(
         kafka_version="4.1.1", log4j_version="2.24.3", plugin_version="3.8.1"
     )
