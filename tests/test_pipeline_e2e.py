@@ -8,6 +8,7 @@ check that this user's vector changed while the others stayed as they were.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -89,3 +90,64 @@ def test_events_to_redis_and_back(config: Config, redis_client: Any, tmp_path: A
         for k, v in redis_client.hgetall(keys.offsets(cfg.kafka.group_id)).items()
     }
     assert sum(stored.values()) == len(first) + len(more)
+
+
+def test_deferred_lists_catch_up_when_idle(
+    config: Config, redis_client: Any, tmp_path: Any
+) -> None:
+    """With a tiny recs_time_share a batch of 1,000 new users leaves most lists due (readers
+    rank those users in real time meanwhile); the trainer refreshes them once events stop,
+    and then every user's precomputed list is at least as new as their vector."""
+    from streamrec.consumers.trainer import Trainer
+
+    cfg = config.replace(
+        trainer={
+            "checkpoint_dir": str(tmp_path / "ckpt"),
+            "top_k": 5,
+            "batch_max_events": 1000,
+            "batch_max_wait_ms": 2000,
+            "recs_time_share": 0.001,
+        }
+    )
+    users = [f"u{n}" for n in range(1000)]
+    events = [
+        {"user": u, "item": ITEMS[n % len(ITEMS)], "type": "click", "ts": 1_700_000_000_000 + n}
+        for n, u in enumerate(users)
+    ]
+    producer = kafka_io.make_producer(cfg.kafka)
+    assert kafka_io.publish(producer, cfg.kafka.events_topic, events) == len(events)
+    producer.close()
+
+    due_after_first: list[int] = []
+    trainer: Trainer
+
+    def on_batch(stats: Any) -> None:
+        if stats.events and not due_after_first:
+            due_after_first.append(len(trainer.recs_due))
+        if stats.events >= len(events) and not trainer.recs_due:
+            trainer.stop()
+
+    trainer = Trainer(cfg, on_batch=on_batch)
+    watchdog = threading.Timer(120, trainer.stop)
+    watchdog.start()
+    try:
+        trainer.run()
+    finally:
+        watchdog.cancel()
+    assert trainer.stats.events == len(events)
+    # one chunk of lists per batch under the share: most of the 1,000 were left for later
+    assert due_after_first and due_after_first[0] >= 500, due_after_first
+    assert not trainer.recs_due
+
+    keys = Keys(cfg.redis.prefix)
+    pipe = redis_client.pipeline(transaction=False)
+    for u in users:
+        pipe.hget(keys.user(u), "ver")
+        pipe.get(keys.recs(u))
+    replies = pipe.execute()
+    for u, ver, recs in zip(users, replies[::2], replies[1::2], strict=True):
+        assert ver is not None and recs is not None, u
+        doc = orjson.loads(recs)
+        assert doc["ver"] >= int(ver) and len(doc["items"]) == 5, (u, doc, ver)
+    answers = Recommender(redis_client, prefix=cfg.redis.prefix).recommend_many(users[:50], k=5)
+    assert {a.source for a in answers} == {"precomputed"}
