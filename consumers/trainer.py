@@ -227,6 +227,8 @@ class Trainer:
         assert self.catalogue is not None
         self.stored_offsets = self._redis(self.store.read_offsets)
         self._restore(self.stored_offsets)
+        # lists a previous trainer left due (it may have been killed before refreshing them)
+        self.recs_due = dict.fromkeys(self._redis(self.store.read_recs_due))
         # Features first: learning a batch before its items' features are known would give
         # those items id-only updates and recommend catalogue items too late.
         if not self.catalogue.caught_up.wait(timeout=60):
@@ -238,12 +240,12 @@ class Trainer:
         if self._matrix_dirty:  # readers get the last batch's items before we go
             self._write([], {}, self.model.version, {}, force_matrix=True)
         deadline = time.monotonic() + _DRAIN_RECS_S
-        while self.recs_due and time.monotonic() < deadline:
+        while self.recs_due and self._caught_up() and time.monotonic() < deadline:
             self._write([], {}, self.model.version, {})
         if self.recs_due:
             log.info(
-                "%d precomputed lists left stale at shutdown: readers rank those users in real "
-                "time until their next event",
+                "%d precomputed lists left due at shutdown (kept in Redis for the next "
+                "trainer); readers rank those users in real time meanwhile",
                 len(self.recs_due),
             )
         self._final_checkpoint()
@@ -415,7 +417,7 @@ class Trainer:
                 raise _StandDown("another trainer holds the lease")
             now = time.monotonic()
             timeout_ms = kcfg.poll_timeout_ms
-            if self.recs_due and not batch:
+            if self.recs_due and not batch and self._caught_up():
                 # lists to refresh: look for events, do not wait long for them (not 0:
                 # kafka-python then never finishes a rebalance, seen as a stalled group)
                 timeout_ms = min(timeout_ms, 10)
@@ -441,7 +443,8 @@ class Trainer:
             if self.catalogue is not None and self.catalogue.error is not None:
                 raise RuntimeError("catalogue reader failed") from self.catalogue.error
             catalogue_only = not batch and self.catalogue is not None and self.catalogue.pending()
-            idle_work = not batch and (bool(self.recs_due) or self._matrix_due())
+            lists_due = bool(self.recs_due) and self._caught_up()
+            idle_work = not batch and (lists_due or self._matrix_due())
             if full or due or catalogue_only or idle_work:
                 self.process(batch)
                 batch = []
@@ -519,7 +522,7 @@ class Trainer:
         self.user_counts.update(e.user for _, e in good)
         self.model_offsets.update(ends)
         write_needed = any(ends[f] > self.stored_offsets.get(f, -1) for f in ends)
-        if write_needed or cat or self.recs_due or self._matrix_due():
+        if write_needed or cat or (self.recs_due and self._caught_up()) or self._matrix_due():
             t_write = time.perf_counter()
             self._write(fresh, ends, result.version, cat)
             self.metrics.redis_write_seconds.observe(time.perf_counter() - t_write)
@@ -663,6 +666,7 @@ class Trainer:
             },
             seen_max=tcfg.seen_max,
             recs=recs,
+            recs_due=[u for u in users if u in self.recs_due],
         )
         try:
             t_redis = time.perf_counter()
@@ -682,6 +686,8 @@ class Trainer:
         model, and readers rank them in real time until then. The budget is the share of the
         time since the last refresh ended; one chunk always goes, so lists never starve.
         """
+        if not self._caught_up():  # a list from a model behind Redis would look newer than it is
+            return {}
         share = self.cfg.trainer.recs_time_share
         now = time.perf_counter()
         since = now - (self._recs_refreshed_at or now)
@@ -700,6 +706,10 @@ class Trainer:
                 break
         self._recs_refreshed_at = time.perf_counter()
         return out
+
+    def _caught_up(self) -> bool:
+        """The model has learned everything Redis holds (restores re-learn quietly first)."""
+        return all(self.model_offsets.get(f, 0) >= off for f, off in self.stored_offsets.items())
 
     def _popularity(
         self, fresh: list[tuple[Any, Event]]

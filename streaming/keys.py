@@ -38,6 +38,11 @@ class Keys:
     def offsets(self, group: str) -> str:
         return f"{self.prefix}offsets:{group}"
 
+    def recs_due(self, group: str) -> str:
+        """Users whose precomputed list is older than their vector (a set): a trainer that
+        restarts refreshes them, even if they never send another event."""
+        return f"{self.prefix}recs-due:{group}"
+
     @property
     def items_matrix(self) -> str:
         return f"{self.prefix}items:matrix"

@@ -107,6 +107,7 @@ class BatchWrite:
     user_feature_vectors: dict[str, np.ndarray] = field(default_factory=dict)
     # precomputed lists of users whose rows this batch does not rewrite (deferred refreshes)
     recs: Mapping[str, Sequence[tuple[str, float]]] = field(default_factory=dict)
+    recs_due: Sequence[str] = ()  # users of this batch whose lists are left for later
 
 
 # One script compares the offset fence and writes the whole batch, inside Redis: atomic like
@@ -166,6 +167,17 @@ for i, u in ipairs(h.users) do
 end
 for _, r in ipairs(h.recs) do
   redis.call('SET', p .. 'recs:{' .. r[1] .. '}', r[2])
+end
+local done = {}
+for _, u in ipairs(h.users) do
+  if u[6] ~= '' then done[#done + 1] = u[1] end
+end
+for _, r in ipairs(h.recs) do done[#done + 1] = r[1] end
+for s = 1, #done, 4000 do
+  redis.call('SREM', h.due_key, unpack(done, s, math.min(s + 3999, #done)))
+end
+for s = 1, #h.due, 4000 do
+  redis.call('SADD', h.due_key, unpack(h.due, s, math.min(s + 3999, #h.due)))
 end
 for i, it in ipairs(h.items) do
   local vec = string.sub(ivecs, (i - 1) * vb + 1, i * vb)
@@ -235,6 +247,10 @@ class RedisStore:
     def read_offsets(self) -> dict[str, int]:
         raw: dict[bytes, bytes] = self.client.hgetall(self.offsets_key)  # type: ignore[assignment]
         return {k.decode(): int(v) for k, v in raw.items()}
+
+    def read_recs_due(self) -> list[str]:
+        members: Iterable[bytes] = self.client.smembers(self.keys.recs_due(self.group))  # type: ignore[assignment]
+        return sorted(m.decode() for m in members)
 
     def read_seen(self, users: Iterable[str]) -> dict[str, list[str]]:
         """Every user's seen set, oldest first, in one script call (a pipeline of one ZRANGE
@@ -351,6 +367,8 @@ class RedisStore:
             "fvec_tokens": tokens,
             "popularity": popularity,
             "recs": [[user, recs_json(r)] for user, r in b.recs.items()],
+            "due_key": self.keys.recs_due(self.group),
+            "due": list(b.recs_due),
             "meta": meta,
         }
         matrix = mbias = b""

@@ -138,6 +138,9 @@ def test_kill_minus_nine_five_times_loses_nothing(stack: ServicesConfig, tmp_pat
     publisher.join(timeout=180)
     final = TrainerProcess(cfg, tmp_path / "trainer-final.log").start()
     wait_until(lambda: total(stored_offsets(r, cfg)) >= len(events), 180, "the end of the stream")
+    # Lists the killed trainers deferred are kept in Redis: the last trainer refreshes them all.
+    due = Keys(cfg.redis.prefix).recs_due(cfg.kafka.group_id)
+    wait_until(lambda: r.scard(due) == 0, 120, "every deferred list refreshed")
     assert final.kill(signal.SIGTERM) == 0, final.log_tail()
     assert total(stored_offsets(r, cfg)) == len(events)
     assert kills[-1] < len(events), f"the last kill came after the end of the stream: {kills}"

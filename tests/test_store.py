@@ -134,3 +134,37 @@ def test_thousands_of_users_in_one_call(redis_client: redis.Redis, redis_prefix:
     assert decode_vector(redis_client.hget(keys.user("u4999"), "vec"), 8)[0] == 4999
     assert redis_client.zcard(keys.seen("u123")) == 20
     assert redis_client.zcard(keys.popularity()) == 7000
+
+
+def test_due_lists_are_remembered_until_written(
+    redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    """A user whose list a batch defers is in the group's due set until a later batch writes
+    that list, with or without the user's row; a row written without a list changes nothing."""
+    keys = Keys(redis_prefix)
+    store = RedisStore(redis_client, keys, "g")
+    v = np.ones(4, dtype=np.float32)
+    first = BatchWrite(
+        expected_offsets={"t:0": None},
+        new_offsets={"t:0": 3},
+        version=1,
+        users=[
+            UserRow("a", v, 0.0, ts=1, off="0:0"),  # no list: deferred
+            UserRow("b", v, 0.0, ts=2, off="0:1"),
+            UserRow("c", v, 0.0, ts=3, off="0:2", recs=[("i1", 1.0)]),
+        ],
+        recs_due=["a", "b"],
+    )
+    assert store.write_batch(first) == "written"
+    assert store.read_recs_due() == ["a", "b"]
+    assert redis_client.get(keys.recs("a")) is None
+    second = BatchWrite(
+        expected_offsets={"t:0": 3},
+        new_offsets={"t:0": 3},
+        version=2,
+        recs={"a": [("i2", 0.5)]},  # a deferred refresh: a list without the user's row
+    )
+    assert store.write_batch(second) == "written"
+    assert store.read_recs_due() == ["b"]
+    assert orjson.loads(redis_client.get(keys.recs("a")))["items"] == [["i2", 0.5]]
+    assert redis_client.hget(keys.user("a"), "ver") == b"1"  # the row itself is untouched
