@@ -70,7 +70,7 @@ class TrainerStats:
     started_at: float = field(default_factory=time.monotonic)
     dead_by_reason: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     last_loss: float = float("nan")
-    # wall time per phase of a batch (parse, learn, recommend, rows, redis): where time goes
+    # wall time per phase (poll, parse, learn, seen, recommend, rows, redis, commit)
     phase_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def rate(self) -> float:
@@ -148,6 +148,7 @@ class Trainer:
         self._matrix_dirty = False
         self._unassigned_since: float | None = None
         self._owned: set[TopicPartition] = set()  # partitions the callbacks gave us
+        self._last_commit: dict[TopicPartition, OffsetAndMetadata] = {}
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
         self.catalogue: CatalogueReader | None = None
@@ -291,6 +292,11 @@ class Trainer:
     def _leave(self) -> None:
         if self.consumer is not None:
             try:
+                if self._last_commit:  # the asynchronous commits may still be in flight
+                    self.consumer.commit(self._last_commit)
+            except Exception as e:  # lag monitoring only
+                log.warning("final Kafka commit failed (harmless): %s", e)
+            try:
                 self.consumer.close()
             except Exception as e:  # leaving the group is best effort; the session expires
                 log.warning("closing the consumer: %s", e)
@@ -426,9 +432,11 @@ class Trainer:
                 timeout_ms = max(1, min(timeout_ms, int(remaining)))
             if _rebalance_pending(self.consumer):
                 timeout_ms = max(timeout_ms, _REBALANCE_POLL_MS)
+            t_poll = time.perf_counter()
             polled = self.consumer.poll(
                 timeout_ms=timeout_ms, max_records=tcfg.batch_max_events - len(batch)
             )
+            self._phase("poll", t_poll)
             if not polled and not batch:
                 self._check_assignment()
             now = time.monotonic()
@@ -591,10 +599,12 @@ class Trainer:
             last[e.user] = (r, e)
             new_seen[e.user].append((e.item, e.ts))
         users = list(last)
+        t_seen = time.perf_counter()
         self._load_seen([u for u in users if u not in self.seen])
         for u in users:
             self.seen[u].add_all(item for item, _ in new_seen[u])
             self.recs_due.setdefault(u)
+        self._phase("seen", t_seen)
         t_recs = time.perf_counter()
         recs = self._refresh_recs()
         self._phase("recommend", t_recs)
@@ -643,6 +653,8 @@ class Trainer:
             for item in touched_items
             if item in index
         ]
+        popularity = self._popularity(fresh)
+        feature_vectors = self._feature_vectors(users)
         self._phase("rows", t_rows)
         # A write without events (a deferred refresh, a matrix) is fenced on every stored
         # offset unchanged, so a deposed trainer cannot overwrite its successor's lists.
@@ -654,8 +666,8 @@ class Trainer:
             users=rows,
             items=items,
             matrix=(list(matrix.ids), matrix.vectors, matrix.biases) if write_matrix else None,
-            popularity=self._popularity(fresh),
-            user_feature_vectors=self._feature_vectors(users),
+            popularity=popularity,
+            user_feature_vectors=feature_vectors,
             user_features={u: f for (kind, u), f in catalogue.items() if kind == "user"},
             item_features={i: f for (kind, i), f in catalogue.items() if kind == "item"},
             matrix_version=time.time_ns(),
@@ -765,10 +777,15 @@ class Trainer:
         for f, off in ends.items():
             topic, _, part = f.rpartition(":")
             offsets[TopicPartition(topic, int(part))] = OffsetAndMetadata(off, "", -1)
-        try:
-            self.consumer.commit(offsets)
+        if not offsets:
+            return
+        t0 = time.perf_counter()
+        self._last_commit = offsets
+        try:  # asynchronous: a synchronous commit waited one broker round trip per batch
+            self.consumer.commit_async(offsets, callback=_commit_done)
         except Exception as e:  # a rebalance in progress, a broker blip: lag lags, no loss
             log.warning("Kafka commit failed (harmless, Redis holds the offsets): %s", e)
+        self._phase("commit", t0)
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -836,6 +853,11 @@ class _Seen(dict[str, None]):
 
 _DRAIN_RECS_S = 5.0  # at shutdown, refresh due lists for at most this long
 _RECS_CHUNK = 256  # users ranked per matrix product: fine-grained enough for the budget
+
+
+def _commit_done(offsets: Any, result: Any) -> None:
+    if isinstance(result, Exception):
+        log.warning("Kafka commit failed (harmless, Redis holds the offsets): %s", result)
 
 
 def _checkpoints(folder: Path) -> list[Path]:
