@@ -65,9 +65,13 @@ def _register(rec: Any, n_users: int, n_items: int) -> None:
 
 
 def bench_learn(
-    args: argparse.Namespace, rng: np.random.Generator, optimizer: str, loss: str
+    args: argparse.Namespace,
+    rng: np.random.Generator,
+    optimizer: str,
+    loss: str,
+    negatives: int,
 ) -> list[dict[str, Any]]:
-    rec = _model(args.dim, optimizer=optimizer, loss=loss, negatives=args.negatives)
+    rec = _model(args.dim, optimizer=optimizer, loss=loss, negatives=negatives)
     _register(rec, args.users, args.items)
     out = []
     for batch in args.batches:
@@ -86,7 +90,7 @@ def bench_learn(
         row = {
             "optimizer": optimizer,
             "loss": loss,
-            "negatives": args.negatives,
+            "negatives": negatives,
             "batch": batch,
             "events": n,
             "events_per_s": n / wall,
@@ -99,7 +103,7 @@ def bench_learn(
         }
         out.append(row)
         print(
-            f"learn {loss:7s} {optimizer:7s} neg {args.negatives:4d} batch {batch:5d}: "
+            f"learn {loss:7s} {optimizer:7s} neg {negatives:4d} batch {batch:5d}: "
             f"{n / wall:10,.0f} events/s ({cpu / n * 1e6:.2f} CPU-s per million events; "
             f"TF step {row['step_share']:.0%} of the time, {n / step_s[0]:,.0f} events/s alone)",
             flush=True,
@@ -230,7 +234,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--items", type=int, default=50_000)
-    ap.add_argument("--negatives", type=int, default=64)
+    ap.add_argument(
+        "--negatives",
+        type=int,
+        nargs="+",
+        default=None,
+        help="shared negatives per batch, one run each (default: the model's default, and 64)",
+    )
     ap.add_argument("--events", type=int, default=200_000, help="timed events per batch size")
     ap.add_argument("--batches", type=int, nargs="+", default=[256, 1024, 4096])
     ap.add_argument("--topk-items", type=int, nargs="+", default=[10_000, 100_000])
@@ -240,6 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--variants", nargs="+", default=["bpr:sgd"], help="loss:optimizer pairs to time"
     )
     args = ap.parse_args(argv)
+    if args.negatives is None:
+        from streamrec.model.config import ModelConfig
+
+        args.negatives = sorted({ModelConfig().negatives, 64}, reverse=True)
     if args.quick:
         args.users, args.items, args.events = 20_000, 10_000, 40_000
         args.topk_items, args.topk_reps, args.scoring_users = [10_000], 50, 200
@@ -263,9 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sizes": {"users": args.users, "items": args.items, "dim": args.dim},
         "learn": [],
     }
-    for variant in args.variants:
-        loss, _, opt = variant.partition(":")
-        report["learn"] += bench_learn(args, rng, opt or "sgd", loss)
+    for negatives in args.negatives:
+        for variant in args.variants:
+            loss, _, opt = variant.partition(":")
+            report["learn"] += bench_learn(args, rng, opt or "sgd", loss, negatives)
     report["topk"] = bench_topk(args, rng)
     report["memory"] = bench_memory(args)
     report["machine"]["loadavg_end"] = os.getloadavg()

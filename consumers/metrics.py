@@ -57,6 +57,14 @@ class TrainerMetrics:
             "Times the trainer rejoined its consumer group after being left with no partitions",
             registry=r,
         )
+        self.lists_refreshed = Counter(
+            "streamrec_lists_refreshed_total", "Precomputed top-K lists written", registry=r
+        )
+        self.lists_due = Gauge(
+            "streamrec_lists_due",
+            "Users whose precomputed list is older than their vector (served in real time)",
+            registry=r,
+        )
         self.loss = Gauge("streamrec_loss", "Mean loss of the last applied batch", registry=r)
         self.lag = Gauge(
             "streamrec_lag_records", "Records behind the partition's end", ["partition"], registry=r

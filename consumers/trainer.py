@@ -8,6 +8,7 @@ checkpoint the model now and then. Kafka is the log, a checkpoint is a snapshot,
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -433,9 +434,14 @@ class Trainer:
             if _rebalance_pending(self.consumer):
                 timeout_ms = max(timeout_ms, _REBALANCE_POLL_MS)
             t_poll = time.perf_counter()
-            polled = self.consumer.poll(
-                timeout_ms=timeout_ms, max_records=tcfg.batch_max_events - len(batch)
+            # A broker restart can surface here (the coordinator lookup): pause, then poll
+            # again; a poll that raises has returned nothing, so nothing is skipped.
+            poll = functools.partial(
+                self.consumer.poll,
+                timeout_ms=timeout_ms,
+                max_records=tcfg.batch_max_events - len(batch),
             )
+            polled = self._kafka(poll)
             self._phase("poll", t_poll)
             if not polled and not batch:
                 self._check_assignment()
@@ -717,6 +723,8 @@ class Trainer:
             if share < 1 and time.perf_counter() >= deadline:
                 break
         self._recs_refreshed_at = time.perf_counter()
+        self.metrics.lists_refreshed.inc(len(out))
+        self.metrics.lists_due.set(len(self.recs_due))
         return out
 
     def _caught_up(self) -> bool:
