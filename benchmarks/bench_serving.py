@@ -282,12 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         client.close()
 
     head = (
-        f"{'path':<12} {'thr':>3} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7} "
+        f"{'path':<12} {'cli':>3} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7} "
         f"{'GET p50':>8} {'GET p99':>8} {'GET/s':>7} {'x p50':>6} {'x p99':>6}"
     )
     print(
         f"recommend(user, {args.k}): {args.items} items x dim {args.dim}, "
-        f"{args.users} users, {args.requests} requests per row, threads"
+        f"{args.users} users, {args.requests} requests per row; cli = concurrent client processes"
     )
     print(head)
     for r in results["runs"]:
