@@ -131,3 +131,7 @@ def test_log_scores_are_time_invariant_and_rank_like_counts() -> None:
     assert order[0] == "c" and [i for i, _ in p.top(1)] == ["c"]
     assert set(p.log_scores(segment="country=DE")) == {"b"}
     assert p.log_scores(["b"], segment="country=DE") == {"b": pytest.approx(before["b"])}
+    # the per-item lookup (the trainer's path) agrees with the whole-segment export
+    full = p.log_scores(segment="country=DE")
+    assert p.log_scores(["a", "b", "missing"], segment="country=DE") == full
+    assert p.log_scores(["b"], segment="country=XX") == {}
