@@ -20,7 +20,6 @@ import multiprocessing as mp
 import os
 import statistics
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -86,33 +85,25 @@ def _seed(
     return pre, rt
 
 
+def _timed_calls(fn: Callable[[str], Any], users: Sequence[str], t: int, per: int) -> list[float]:
+    """Client `t`'s `per` calls over its slice of `users`; per-call latency in ms."""
+    out: list[float] = []
+    n = len(users)
+    for r in range(per):
+        u = users[(t * per + r) % n]
+        t0 = time.perf_counter_ns()
+        fn(u)
+        out.append((time.perf_counter_ns() - t0) / 1e6)
+    return out
+
+
 def _run(
-    fn: Callable[[str], Any], users: Sequence[str], requests: int, threads: int
+    fn: Callable[[str], Any], users: Sequence[str], requests: int
 ) -> tuple[list[float], float]:
-    """`requests` calls spread over `threads` threads; per-call latency in ms, wall seconds."""
-    lat: list[list[float]] = [[] for _ in range(threads)]
-    per = requests // threads
-    barrier = threading.Barrier(threads + 1)
-
-    def worker(t: int) -> None:
-        out = lat[t]
-        n = len(users)
-        barrier.wait()
-        for r in range(per):
-            u = users[(t * per + r) % n]
-            t0 = time.perf_counter_ns()
-            fn(u)
-            out.append((time.perf_counter_ns() - t0) / 1e6)
-
-    ts = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
-    for t in ts:
-        t.start()
-    barrier.wait()
+    """One client in this process: per-call latency in ms, wall seconds."""
     w0 = time.perf_counter()
-    for t in ts:
-        t.join()
-    wall = time.perf_counter() - w0
-    return [x for xs in lat for x in xs], wall
+    lat = _timed_calls(fn, users, 0, requests)
+    return lat, time.perf_counter() - w0
 
 
 def _run_procs(
@@ -122,7 +113,7 @@ def _run_procs(
     procs: int,
     counters: dict[str, int] | None = None,
 ) -> tuple[list[float], float]:
-    """Like `_run` with `procs` forked processes: concurrent clients as deployed (one Python
+    """`requests` calls over `procs` forked processes: concurrent clients as deployed (one Python
     process each), not threads queueing for one interpreter lock. Each child has its own
     connections (redis-py reconnects after fork) and its copy of the cached item matrix."""
     ctx = mp.get_context("fork")
@@ -131,14 +122,8 @@ def _run_procs(
     results = ctx.Queue()
 
     def worker(t: int) -> None:
-        out: list[float] = []
-        n = len(users)
         barrier.wait()
-        for r in range(per):
-            u = users[(t * per + r) % n]
-            t0 = time.perf_counter_ns()
-            fn(u)
-            out.append((time.perf_counter_ns() - t0) / 1e6)
+        out = _timed_calls(fn, users, t, per)
         results.put((out, dict(counters or {})))
 
     ps = [ctx.Process(target=worker, args=(t,)) for t in range(procs)]
@@ -254,10 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         for path, users in (("precomputed", pre), ("realtime", rt)):
             for n in threads:
-                _run(call(path), users, min(200, args.requests), 1)  # warm up
+                _run(call(path), users, min(200, args.requests))  # warm up
                 if n == 1:
-                    base, base_wall = _run(get, users, args.requests, 1)
-                    lat, wall = _run(call(path), users, args.requests, 1)
+                    base, base_wall = _run(get, users, args.requests)
+                    lat, wall = _run(call(path), users, args.requests)
                 else:
                     base, base_wall = _run_procs(get, users, args.requests, n)
                     lat, wall = _run_procs(call(path), users, args.requests, n, wrong)
