@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -203,7 +204,9 @@ def freshness(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         _cleanup(cfg)
         raise RuntimeError(f"the trainer did not learn the warm-up events: see {log_path}")
 
-    pending: dict[int, tuple[str, float, Any]] = {}  # sample id -> (user, t_send, future)
+    # sample id -> (user, the user's nth event, t_send, future)
+    pending: dict[int, tuple[str, int, float, Any]] = {}
+    published: Counter[str] = Counter(str(e["user"]) for e in warm)
     lock = threading.Lock()
     latencies: list[float] = []
     done = threading.Event()
@@ -211,27 +214,26 @@ def freshness(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     def reader() -> None:
         while not (done.is_set() and not pending):
             with lock:
-                items = [(sid, u, t, f) for sid, (u, t, f) in pending.items() if f.is_done]
+                items = [(sid, u, k, t, f) for sid, (u, k, t, f) in pending.items() if f.is_done]
             if not items:
                 time.sleep(0.001)
                 continue
             pipe = r.pipeline(transaction=False)
-            for _, u, _, _ in items:
-                pipe.hget(keys.user(u), "off")
-            offs = pipe.execute()
+            for _, u, _, _, _ in items:
+                pipe.hget(keys.user(u), "n")
+            counts = pipe.execute()
             now = time.perf_counter()
-            for (sid, _u, t_send, fut), off in zip(items, offs, strict=True):
+            for (sid, _u, nth, t_send, fut), n_applied in zip(items, counts, strict=True):
                 if fut.failed():
                     with lock:
                         pending.pop(sid, None)
                     continue
-                md = fut.value
-                if off is not None:
-                    p, o = (int(x) for x in off.split(b":"))
-                    if p == md.partition and o >= md.offset:
-                        latencies.append(now - t_send)
-                        with lock:
-                            pending.pop(sid, None)
+                # a user's events share a partition (keyed by user), so they apply in
+                # publish order: n >= nth means this sampled event is in Redis
+                if n_applied is not None and int(n_applied) >= nth:
+                    latencies.append(now - t_send)
+                    with lock:
+                        pending.pop(sid, None)
             time.sleep(0.001)
 
     rd = threading.Thread(target=reader, daemon=True)
@@ -245,12 +247,12 @@ def freshness(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         if delay > 0:
             time.sleep(delay)
         t_send = time.perf_counter()
-        fut = producer.send(
-            cfg.kafka.events_topic, key=str(e["user"]).encode(), value=orjson.dumps(e)
-        )
+        user = str(e["user"])
+        fut = producer.send(cfg.kafka.events_topic, key=user.encode(), value=orjson.dumps(e))
+        published[user] += 1
         if i % args.sample_every == 0:
             with lock:
-                pending[i] = (str(e["user"]), t_send, fut)
+                pending[i] = (user, published[user], t_send, fut)
     producer.flush()
     achieved = n / (time.perf_counter() - t0)
     done.set()

@@ -620,14 +620,12 @@ class Trainer:
             raise RuntimeError("the model produced non-finite user vectors: a bug, not input")
         rows: list[UserRow] = []
         for j, u in enumerate(known):
-            r, e = last[u]
+            _, e = last[u]
             rows.append(
                 UserRow(
                     user=u,
                     vec=vecs[j],
                     bias=float(biases[j]),
-                    ts=e.ts,
-                    off=f"{r.partition}:{r.offset}",
                     recs=recs.pop(u, None),
                     seen=new_seen[u],
                     # Redis holds what this process loaded plus what it added since: a

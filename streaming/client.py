@@ -682,11 +682,12 @@ def _score(m: ItemMatrix, vec: np.ndarray, seen: set[str], k: int) -> tuple[list
     float32, as the trainer does: a float64 copy orders identically but made the selection
     cost 2.1 ms instead of 0.6 ms at 100k items.
 
-    `einsum`, not `@`: the product is memory-bound and OpenBLAS's threads, spun up per call
-    for a matrix-vector product, fight request threads for the cores (measured on 2 cores:
-    10k x 64 took 8 ms with `@`, 0.2 ms with einsum; 100k x 64 8 ms vs 3 ms).
+    BLAS's matrix-vector product: 1.6 ms at 100k x 64 here with OpenBLAS's two threads, 2.3 ms
+    with one, 2.8 ms with `einsum`. Processes serving side by side want one BLAS thread each
+    (`streamrec serve` sets it; see `threadpoolctl`): 8 processes with two each doubled p50.
     """
-    scores = np.einsum("ij,j->i", m.vectors, vec.astype(np.float32)) + m.biases
+    scores = m.vectors @ vec.astype(np.float32)
+    scores += m.biases
     if seen:
         rows = [j for j in map(m.index.get, seen) if j is not None]
         if rows:

@@ -169,7 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
 def run_serve(args: argparse.Namespace, redis_cfg: RedisConfig) -> int:
     """Run the server until interrupted (uvicorn handles SIGINT/SIGTERM)."""
     import uvicorn
+    from threadpoolctl import threadpool_limits
 
+    # Request threads score in parallel already: BLAS threads on top only spin against them.
+    threadpool_limits(1, user_api="blas")
     # Options a caller's parser left out take their defaults (the main CLI may define fewer).
     opt = {**vars(build_parser().parse_args([])), **vars(args)}
     age = opt["precomputed_max_age_ms"]
