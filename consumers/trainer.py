@@ -37,6 +37,7 @@ from streamrec.consumers.catalogue import BadCatalogueRecord, CatalogueReader
 from streamrec.consumers.config import Config
 from streamrec.consumers.lease import Lease
 from streamrec.consumers.metrics import TrainerMetrics
+from streamrec.consumers.ranker import Ranker, RankJob
 from streamrec.streaming import kafka_io
 from streamrec.streaming.events import Event, EventRules, Rejected, parse
 from streamrec.streaming.keys import Keys, offset_field
@@ -141,7 +142,8 @@ class Trainer:
         # users whose precomputed list is older than their vector, least recently refreshed
         # first (a dict keeps insertion order; a user touched again keeps their place)
         self.recs_due: dict[str, None] = {}
-        self._recs_refreshed_at: float | None = None
+        self.ranker: Ranker | None = None  # the thread ranking them, while running
+        self._epoch = 0  # restores so far: lists ranked before the last one are dropped
         self._events_since_ckpt = 0
         self._last_ckpt = time.monotonic()
         self._unwritten = False  # the model learned a batch Redis has not received
@@ -180,6 +182,7 @@ class Trainer:
         self.producer = kafka_io.make_producer(k)
         self.catalogue = CatalogueReader(k, self.cfg.trainer.max_event_bytes)
         self.catalogue.start()
+        self.ranker = Ranker(self.cfg.trainer.top_k, self.cfg.trainer.recs_time_share)
         try:
             while not self._stop.is_set():
                 if not self._wait_for_lease():
@@ -192,6 +195,7 @@ class Trainer:
                 finally:
                     self._leave()
         finally:
+            self.ranker.close()
             self.catalogue.stop()
             self.catalogue.join(timeout=10)
             self.producer.close()
@@ -241,9 +245,7 @@ class Trainer:
         self._loop()
         if self._matrix_dirty:  # readers get the last batch's items before we go
             self._write([], {}, self.model.version, {}, force_matrix=True)
-        deadline = time.monotonic() + _DRAIN_RECS_S
-        while self.recs_due and self._caught_up() and time.monotonic() < deadline:
-            self._write([], {}, self.model.version, {})
+        self._drain_lists()
         if self.recs_due:
             log.info(
                 "%d precomputed lists left due at shutdown (kept in Redis for the next "
@@ -315,6 +317,7 @@ class Trainer:
 
         self.seen.clear()
         self.recs_due.clear()
+        self._epoch += 1
         self._matrix_written_at = None
         self._matrix_dirty = False
         self.user_counts = Counter()
@@ -424,9 +427,9 @@ class Trainer:
                 raise _StandDown("another trainer holds the lease")
             now = time.monotonic()
             timeout_ms = kcfg.poll_timeout_ms
-            if self.recs_due and not batch and self._caught_up():
-                # lists to refresh: look for events, do not wait long for them (not 0:
-                # kafka-python then never finishes a rebalance, seen as a stalled group)
+            if not batch and (self._lists_work() or self._lists_running()):
+                # lists to hand out or to collect: look for events, do not wait long for
+                # them (not 0: kafka-python then never finishes a rebalance, a stalled group)
                 timeout_ms = min(timeout_ms, 10)
             if batch:
                 remaining = tcfg.batch_max_wait_ms - (now - batch_started) * 1000
@@ -457,8 +460,7 @@ class Trainer:
             if self.catalogue is not None and self.catalogue.error is not None:
                 raise RuntimeError("catalogue reader failed") from self.catalogue.error
             catalogue_only = not batch and self.catalogue is not None and self.catalogue.pending()
-            lists_due = bool(self.recs_due) and self._caught_up()
-            idle_work = not batch and (lists_due or self._matrix_due())
+            idle_work = not batch and (self._lists_work() or self._matrix_due())
             if full or due or catalogue_only or idle_work:
                 self.process(batch)
                 batch = []
@@ -536,7 +538,7 @@ class Trainer:
         self.user_counts.update(e.user for _, e in good)
         self.model_offsets.update(ends)
         write_needed = any(ends[f] > self.stored_offsets.get(f, -1) for f in ends)
-        if write_needed or cat or (self.recs_due and self._caught_up()) or self._matrix_due():
+        if write_needed or cat or self._lists_work() or self._matrix_due():
             t_write = time.perf_counter()
             self._write(fresh, ends, result.version, cat)
             self.metrics.redis_write_seconds.observe(time.perf_counter() - t_write)
@@ -612,7 +614,8 @@ class Trainer:
             self.recs_due.setdefault(u)
         self._phase("seen", t_seen)
         t_recs = time.perf_counter()
-        recs = self._refresh_recs()
+        recs, recs_version = self._finished_lists()
+        ranked = list(recs)
         self._phase("recommend", t_recs)
         t_rows = time.perf_counter()
         known, vecs, biases = self.model.user_vectors(users)
@@ -660,6 +663,9 @@ class Trainer:
         popularity = self._popularity(fresh)
         feature_vectors = self._feature_vectors(users)
         self._phase("rows", t_rows)
+        t_recs = time.perf_counter()
+        self._submit_lists(matrix)
+        self._phase("recommend", t_recs)
         # A write without events (a deferred refresh, a matrix) is fenced on every stored
         # offset unchanged, so a deposed trainer cannot overwrite its successor's lists.
         fence = ends or self.stored_offsets
@@ -682,7 +688,9 @@ class Trainer:
             },
             seen_max=tcfg.seen_max,
             recs=recs,
-            recs_due=[u for u in users if u in self.recs_due],
+            recs_version=recs_version,
+            # after the lists written here leave the set, the users still due go back in
+            recs_due=[u for u in itertools.chain(users, ranked) if u in self.recs_due],
         )
         try:
             t_redis = time.perf_counter()
@@ -692,38 +700,75 @@ class Trainer:
             raise _StandDown(str(e)) from e
         self.stored_offsets.update(batch.new_offsets)
 
-    def _refresh_recs(self) -> dict[str, list[tuple[str, float]]]:
-        """Top-K for the users whose lists are due, oldest first, within recs_time_share.
+    def _lists_running(self) -> bool:
+        return self.ranker is not None and not self.ranker.idle
 
-        Ranking a user against the whole catalogue costs ~60 us here (a 64 x n_items product
-        plus selection), more than parsing and learning their event: while the trainer is
-        behind, a busy user would be re-ranked in every batch only for the next batch to make
-        that list stale again. Under the share each due user is ranked once, from the newest
-        model, and readers rank them in real time until then. The budget is the share of the
-        time since the last refresh ended; one chunk always goes, so lists never starve.
-        """
-        if not self._caught_up():  # a list from a model behind Redis would look newer than it is
-            return {}
-        share = self.cfg.trainer.recs_time_share
-        now = time.perf_counter()
-        since = now - (self._recs_refreshed_at or now)
-        deadline = now + share * since
+    def _lists_work(self) -> bool:
+        """Finished lists to write, or due users to hand to an idle ranker."""
+        r = self.ranker
+        if r is None:
+            return False
+        return r.ready or (bool(self.recs_due) and r.idle and self._caught_up())
+
+    def _finished_lists(self) -> tuple[dict[str, list[tuple[str, float]]], int | None]:
+        """Lists the ranker finished since the last write, and the oldest model version among
+        them (their stamp: a list never claims to be newer than the model it came from)."""
         out: dict[str, list[tuple[str, float]]] = {}
-        k = self.cfg.trainer.top_k
-        while self.recs_due:
-            chunk = list(itertools.islice(self.recs_due, _RECS_CHUNK))
-            self._load_seen([u for u in chunk if u not in self.seen])
-            out.update(
-                self.model.recommend_many(chunk, k, exclude={u: self.seen[u] for u in chunk})
-            )
-            for u in chunk:
-                del self.recs_due[u]
-            if share < 1 and time.perf_counter() >= deadline:
-                break
-        self._recs_refreshed_at = time.perf_counter()
+        version: int | None = None
+        assert self.ranker is not None
+        for res in self.ranker.results():
+            if res.epoch != self._epoch:
+                continue  # ranked before a restore: that model is gone
+            out.update(res.lists)
+            version = res.version if version is None else min(version, res.version)
+            self.stats.phase_seconds["ranker thread"] += res.seconds
         self.metrics.lists_refreshed.inc(len(out))
+        return out, version
+
+    def _submit_lists(self, matrix: Any) -> None:
+        """Hand the oldest due users to the ranker, with a snapshot of what ranking needs.
+
+        Only a model caught up with Redis ranks: a list from a model behind Redis would look
+        newer than it is. The users leave the due set now; one who gets events before their
+        list is written comes back into it, and the write keeps them due in Redis.
+        """
+        r = self.ranker
+        if r is None or not self.recs_due or not r.idle or not self._caught_up():
+            return
+        chunk = list(itertools.islice(self.recs_due, _RANK_JOB_USERS))
+        self._load_seen([u for u in chunk if u not in self.seen])
+        known, vecs, _ = self.model.user_vectors(chunk)
+        for u in chunk:
+            del self.recs_due[u]
         self.metrics.lists_due.set(len(self.recs_due))
-        return out
+        if not known:
+            return
+        r.submit(
+            RankJob(
+                users=known,
+                vectors=vecs,
+                items=matrix.vectors,
+                item_bias=matrix.biases,
+                ids=list(matrix.ids),
+                exclude=[self.model.exclude_rows(self.seen[u]) for u in known],
+                version=int(self.model.version),
+                epoch=self._epoch,
+            )
+        )
+
+    def _drain_lists(self) -> None:
+        """At shutdown: the ranker without rests, its lists written, for _DRAIN_RECS_S."""
+        if self.ranker is None:
+            return
+        self.ranker.hurry()
+        deadline = time.monotonic() + _DRAIN_RECS_S
+        while self._caught_up() and time.monotonic() < deadline:
+            if self._lists_work():
+                self._write([], {}, self.model.version, {})
+            elif self._lists_running():
+                time.sleep(0.005)
+            else:
+                return
 
     def _caught_up(self) -> bool:
         """The model has learned everything Redis holds (restores re-learn quietly first)."""
@@ -858,7 +903,7 @@ class _Seen(dict[str, None]):
 
 
 _DRAIN_RECS_S = 5.0  # at shutdown, refresh due lists for at most this long
-_RECS_CHUNK = 256  # users ranked per matrix product: fine-grained enough for the budget
+_RANK_JOB_USERS = 512  # users per ranking job: lists land within a job's time (~0.1 s)
 
 
 def _commit_done(offsets: Any, result: Any) -> None:

@@ -36,7 +36,7 @@ from streamrec.model.ids import (
     grow_rows,
 )
 from streamrec.model.popularity import DecayedPopularity
-from streamrec.model.ranking import top_k_rows
+from streamrec.model.ranking import rank_lists, top_k_rows
 from streamrec.model.sampling import NegativeSampler
 from streamrec.model.tables import GrowingTable
 
@@ -866,22 +866,15 @@ class OnlineRecommender:
         if not known or k <= 0:
             return out
         vecs, biases = self._item_matrix()
-        ids = self.items.ids.ids
-        n_items = vecs.shape[0]
-        block = max(1, _SCORE_CHUNK // max(1, n_items))
-        for start in range(0, len(known), block):
-            chunk = np.asarray(rows[start : start + block])
-            p = side.served(chunk)
-            scores = p @ vecs.T + biases[None, :]
-            names = known[start : start + block]
-            for j, u in enumerate(names):
-                ex = exclude.get(u)
-                if ex:
-                    scores[j, self._exclude_rows(ex)] = -np.inf
-            for j, (u, best) in enumerate(zip(names, top_k_rows(scores, k, ids), strict=True)):
-                vals = scores[j, best].tolist()
-                out[u] = [(ids[t], v) for t, v in zip(best, vals, strict=True)]
+        p = side.served(np.asarray(rows))
+        excl = [self._exclude_rows(exclude[u]) if exclude.get(u) else None for u in known]
+        lists = rank_lists(p, vecs, biases, self.items.ids.ids, excl, k, _SCORE_CHUNK)
+        out.update(zip(known, lists, strict=True))
         return out
+
+    def exclude_rows(self, exclude: Collection[str]) -> np.ndarray:
+        """Item rows (in `item_vectors()` order) of the given ids that the model knows."""
+        return self._exclude_rows(exclude)
 
     # --- persistence -------------------------------------------------------------------------
 

@@ -79,3 +79,33 @@ def top_k_rows(scores: np.ndarray, k: int, ids: Sequence[str]) -> list[list[int]
     for j in np.flatnonzero(~exact).tolist():
         out[j] = top_k(scores[j], k, ids)
     return out
+
+
+def rank_lists(
+    users: np.ndarray,
+    items: np.ndarray,
+    item_bias: np.ndarray,
+    ids: Sequence[str],
+    exclude: Sequence[np.ndarray | None],
+    k: int,
+    block_cells: int = 4_000_000,
+) -> list[list[tuple[str, float]]]:
+    """Top-k (id, score) lists for every row of `users` [m, dim] against `items` [n, dim]:
+    score = <p_u, q_i> + b_i, `exclude[j]` item rows unavailable to user j.
+
+    Pure numpy on arrays the caller owns, so the trainer's ranking thread runs it on a
+    snapshot while the model keeps learning. Users go in blocks of about `block_cells` scores
+    (16 MB of float32), so memory stays flat whatever the catalogue size.
+    """
+    n = items.shape[0]
+    block = max(1, block_cells // max(1, n))
+    out: list[list[tuple[str, float]]] = []
+    for start in range(0, users.shape[0], block):
+        scores = users[start : start + block] @ items.T + item_bias[None, :]
+        for j, rows in enumerate(exclude[start : start + block]):
+            if rows is not None and len(rows):
+                scores[j, rows] = -np.inf
+        for j, best in enumerate(top_k_rows(scores, k, ids)):
+            vals = scores[j, best].tolist()
+            out.append([(ids[t], v) for t, v in zip(best, vals, strict=True)])
+    return out

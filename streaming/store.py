@@ -105,6 +105,8 @@ class BatchWrite:
     user_feature_vectors: dict[str, np.ndarray] = field(default_factory=dict)
     # precomputed lists of users whose rows this batch does not rewrite (deferred refreshes)
     recs: Mapping[str, Sequence[tuple[str, float]]] = field(default_factory=dict)
+    # the model version the lists (here and in users' rows) were ranked at; None: `version`
+    recs_version: int | None = None
     recs_due: Sequence[str] = ()  # users of this batch whose lists are left for later
 
 
@@ -286,9 +288,11 @@ class RedisStore:
         dim_bytes = 0
         users = []
 
+        recs_ver = b.version if b.recs_version is None else b.recs_version
+
         def recs_json(recs: Sequence[tuple[str, float]]) -> str:
             # orjson writes tuples as arrays; scores are floats already (the model's tolist)
-            doc = {"ver": b.version, "ts": int(now_ms), "items": recs}
+            doc = {"ver": recs_ver, "ts": int(now_ms), "items": recs}
             return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
         for u in b.users:
