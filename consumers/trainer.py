@@ -608,9 +608,13 @@ class Trainer:
             new_seen[e.user].append((e.item, e.ts))
         users = list(last)
         t_seen = time.perf_counter()
-        self._load_seen([u for u in users if u not in self.seen])
+        # self.seen caches the sets ranking has needed; others are not read here (that was
+        # 9 % of the trainer at 2k events/s): Redis gets the new items either way, and the
+        # ranker loads a set, written by then, when it first ranks that user.
         for u in users:
-            self.seen[u].add_all(item for item, _ in new_seen[u])
+            cached = self.seen.get(u)
+            if cached is not None:
+                cached.add_all(item for item, _ in new_seen[u])
             self.recs_due.setdefault(u)
         self._phase("seen", t_seen)
         t_recs = time.perf_counter()
@@ -631,14 +635,13 @@ class Trainer:
                     bias=float(biases[j]),
                     recs=recs.pop(u, None),
                     seen=new_seen[u],
-                    # Redis holds what this process loaded plus what it added since: a
-                    # smaller in-memory set means nothing to trim there either.
-                    trim=len(self.seen[u]) >= tcfg.seen_max,
+                    # a cached set is Redis's (loaded, plus what this process added since):
+                    # smaller than the bound, nothing to trim there either
+                    trim=u not in self.seen or len(self.seen[u]) >= tcfg.seen_max,
                     count=self.user_counts[u],
                     features=e.user_features,
                 )
             )
-        matrix = self.model.item_vectors()
         touched_items = {e.item for _, e in fresh} | {i for kind, i in catalogue if kind == "item"}
         # The full matrix is the big write (n_items x dim floats): at most every
         # matrix_every_ms, and whenever the catalogue changed. Item rows go out every batch.
@@ -654,18 +657,14 @@ class Trainer:
         self._matrix_dirty = not write_matrix and (
             self._matrix_dirty or bool(fresh) or bool(catalogue)
         )
-        index = {item: i for i, item in enumerate(matrix.ids)}
+        item_ids, item_vecs, item_biases = self.model.item_rows(sorted(touched_items))
         items = [
-            ItemRow(item, matrix.vectors[index[item]], float(matrix.biases[index[item]]))
-            for item in touched_items
-            if item in index
+            ItemRow(item, item_vecs[j], float(item_biases[j])) for j, item in enumerate(item_ids)
         ]
+        matrix = self.model.item_vectors() if write_matrix else None
         popularity = self._popularity(fresh)
         feature_vectors = self._feature_vectors(users)
         self._phase("rows", t_rows)
-        t_recs = time.perf_counter()
-        self._submit_lists(matrix)
-        self._phase("recommend", t_recs)
         # A write without events (a deferred refresh, a matrix) is fenced on every stored
         # offset unchanged, so a deposed trainer cannot overwrite its successor's lists.
         fence = ends or self.stored_offsets
@@ -675,7 +674,7 @@ class Trainer:
             version=version,
             users=rows,
             items=items,
-            matrix=(list(matrix.ids), matrix.vectors, matrix.biases) if write_matrix else None,
+            matrix=None if matrix is None else (list(matrix.ids), matrix.vectors, matrix.biases),
             popularity=popularity,
             user_feature_vectors=feature_vectors,
             user_features={u: f for (kind, u), f in catalogue.items() if kind == "user"},
@@ -699,6 +698,9 @@ class Trainer:
         except FenceLost as e:
             raise _StandDown(str(e)) from e
         self.stored_offsets.update(batch.new_offsets)
+        t_recs = time.perf_counter()
+        self._submit_lists()  # after the write: the seen sets it loads are complete in Redis
+        self._phase("recommend", t_recs)
 
     def _lists_running(self) -> bool:
         return self.ranker is not None and not self.ranker.idle
@@ -725,7 +727,7 @@ class Trainer:
         self.metrics.lists_refreshed.inc(len(out))
         return out, version
 
-    def _submit_lists(self, matrix: Any) -> None:
+    def _submit_lists(self) -> None:
         """Hand the oldest due users to the ranker, with a snapshot of what ranking needs.
 
         Only a model caught up with Redis ranks: a list from a model behind Redis would look
@@ -743,6 +745,7 @@ class Trainer:
         self.metrics.lists_due.set(len(self.recs_due))
         if not known:
             return
+        matrix = self.model.item_vectors()  # cached by the model until its next step
         r.submit(
             RankJob(
                 users=known,

@@ -714,15 +714,23 @@ class OnlineRecommender:
         What the trainer writes after every batch: one `user_vector` call per user costs a TF
         round trip each (about 1 ms), this one costs one for the whole batch.
         """
+        return self._served(self.users, users)
+
+    def item_rows(self, items: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """`user_vectors` for items: the rows a batch touched, without rebuilding the matrix
+        (at 20k items the full matrix cost the trainer 7 % of its time at 2k events/s)."""
+        return self._served(self.items, items)
+
+    def _served(
+        self, side: _Side, names: Sequence[str]
+    ) -> tuple[list[str], np.ndarray, np.ndarray]:
         self._sync()
-        rows = [
-            (u, r) for u, r in zip(users, map(self.users.ids.row, users), strict=True) if r >= 0
-        ]
+        rows = [(u, r) for u, r in zip(names, map(side.ids.row, names), strict=True) if r >= 0]
         if not rows:
             return [], np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
         idx = np.asarray([r for _, r in rows], dtype=np.int64)
-        vecs = self.users.served(idx).astype(np.float32)
-        biases = np.asarray(self.users.bias.get_rows(idx.astype(np.int32)), dtype=np.float32)
+        vecs = side.served(idx).astype(np.float32)
+        biases = np.asarray(side.bias.get_rows(idx.astype(np.int32)), dtype=np.float32)
         return [u for u, _ in rows], vecs, biases.reshape(-1)
 
     def user_segments(self, user: str) -> tuple[str, ...]:
