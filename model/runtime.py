@@ -10,52 +10,18 @@ core.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 
 log = logging.getLogger(__name__)
 
-_BLAS_SETTERS = (
-    "openblas_set_num_threads",
-    "openblas_set_num_threads64_",
-    "scipy_openblas_set_num_threads64_",
-    "scipy_openblas_set_num_threads_64_",
-)
-
 
 def limit_blas_threads(n: int = 1) -> list[str]:
-    """Cap the threads of every OpenBLAS already loaded (numpy's); returns the libraries set.
-
-    What threadpoolctl does, without the dependency: find the loaded libraries in
-    /proc/self/maps and call their setter. Best effort: elsewhere set OPENBLAS_NUM_THREADS
-    before numpy is imported.
-    """
+    """Cap the threads of every BLAS numpy loaded (threadpoolctl); returns their libraries."""
     import numpy  # noqa: F401  (loads numpy's OpenBLAS, if any)
+    from threadpoolctl import threadpool_info, threadpool_limits
 
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
-            maps = f.read()
-    except OSError:
-        return []
-    paths = sorted(
-        {
-            line.split()[-1]
-            for line in maps.splitlines()
-            if "openblas" in line.lower() and line.split()[-1].startswith("/")
-        }
-    )
-    done: list[str] = []
-    for path in paths:
-        with contextlib.suppress(OSError):
-            lib = ctypes.CDLL(path)
-            for name in _BLAS_SETTERS:
-                setter = getattr(lib, name, None)
-                if setter is not None:
-                    setter(ctypes.c_int(n))
-                    done.append(path)
-                    break
-    return done
+    threadpool_limits(n, user_api="blas")
+    return [str(lib["filepath"]) for lib in threadpool_info() if lib.get("user_api") == "blas"]
 
 
 def configure_threads(intra_op: int = 1, inter_op: int = 1, blas: int = 1) -> bool:

@@ -32,7 +32,9 @@ def _events(user: str, items: list[str], t0: int) -> list[dict[str, Any]]:
 
 
 def test_events_to_redis_and_back(config: Config, redis_client: Any, tmp_path: Any) -> None:
-    cfg = config.replace(trainer={"checkpoint_dir": str(tmp_path / "ckpt"), "top_k": 5})
+    cfg = config.replace(
+        trainer={"checkpoint_dir": str(tmp_path / "ckpt"), "top_k": 5, "seen_max": 7}
+    )
     keys = Keys(cfg.redis.prefix)
     first: list[dict[str, Any]] = []
     for n, u in enumerate(USERS):
@@ -85,6 +87,10 @@ def test_events_to_redis_and_back(config: Config, redis_client: Any, tmp_path: A
     for u in ("bob", "carol"):
         np.testing.assert_array_equal(after[u], before[u])
     assert int(redis_client.hget(keys.user("alice"), "n")) == 6 + len(more)
+    # seen sets keep the newest seen_max items: alice's 9 distinct items were trimmed to 7
+    seen = {x.decode() for x in redis_client.zrange(keys.seen("alice"), 0, -1)}
+    assert len(seen) == 7 and {"i9", "i10", "i11"} <= seen, seen
+    assert redis_client.zcard(keys.seen("bob")) == 6
     stored = {
         k.decode(): int(v)
         for k, v in redis_client.hgetall(keys.offsets(cfg.kafka.group_id)).items()
