@@ -142,21 +142,19 @@ class _Side:
 
     def batch_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(unique feature rows, pair entity index, pair feature index) for `rows`."""
-        ents: list[np.ndarray] = []
-        feats: list[np.ndarray] = []
+        found: list[tuple[int, np.ndarray]] = []
         if self.frows:
             get = self.frows.get
-            for j, r in enumerate(rows.tolist()):
-                fr = get(r)
-                if fr is not None:
-                    ents.append(np.full(fr.shape[0], j, dtype=np.int32))
-                    feats.append(fr)
-        if not feats:
+            found = [(j, fr) for j, fr in enumerate(map(get, rows.tolist())) if fr is not None]
+        if not found:
             z = np.zeros(0, dtype=np.int32)
             return z, z, z
-        f_all = np.concatenate(feats)
+        # one repeat, not an np.full per entity (9 ms of a 42 ms step at batch 512)
+        counts = np.fromiter((fr.shape[0] for _, fr in found), np.int64, len(found))
+        ents = np.repeat(np.fromiter((j for j, _ in found), np.int32, len(found)), counts)
+        f_all = np.concatenate([fr for _, fr in found])
         f_set, f_idx = np.unique(f_all, return_inverse=True)
-        return f_set.astype(np.int32), np.concatenate(ents), f_idx.astype(np.int32)
+        return f_set.astype(np.int32), ents, f_idx.astype(np.int32)
 
     def all_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """(row, feature row) for every entity with features; cached until features change."""
@@ -178,18 +176,22 @@ class _Side:
         if out is None:
             return np.zeros((0, self.emb.dim), dtype=np.float32)
         out *= (self.count[rows] > 0)[:, None]
-        ents: list[int] = []
-        feats: list[int] = []
-        fr: np.ndarray | None
-        for j, r in enumerate(rows.tolist()):
-            if token_override is not None:
-                fr = self.known_feature_rows(token_override)
-            else:
-                fr = self.frows.get(r)
-            if fr is not None:
-                ents.extend([j] * fr.shape[0])
-                feats.extend(fr.tolist())
-        self._add_features(out, np.asarray(ents, np.int64), np.asarray(feats, np.int64))
+        if token_override is not None:
+            fr = self.known_feature_rows(token_override)
+            n = rows.shape[0]
+            ents = np.repeat(np.arange(n, dtype=np.int64), fr.shape[0])
+            feats = np.tile(np.asarray(fr, np.int64), n)
+        else:
+            get = self.frows.get
+            found = [(j, f) for j, f in enumerate(map(get, rows.tolist())) if f is not None]
+            counts = np.fromiter((f.shape[0] for _, f in found), np.int64, len(found))
+            ents = np.repeat(np.fromiter((j for j, _ in found), np.int64, len(found)), counts)
+            feats = (
+                np.concatenate([f for _, f in found]).astype(np.int64)
+                if found
+                else np.zeros(0, np.int64)
+            )
+        self._add_features(out, ents, feats)
         return out
 
     def known_feature_rows(self, tokens: Sequence[str]) -> np.ndarray:
