@@ -160,10 +160,10 @@ class _Side:
         """(row, feature row) for every entity with features; cached until features change."""
         if self._pairs is None:
             if self.frows:
-                rows = np.concatenate(
-                    [np.full(fr.shape[0], r, dtype=np.int64) for r, fr in self.frows.items()]
-                )
-                feats = np.concatenate(list(self.frows.values())).astype(np.int64)
+                frs = list(self.frows.values())
+                counts = np.fromiter((fr.shape[0] for fr in frs), np.int64, len(frs))
+                rows = np.repeat(np.fromiter(self.frows, np.int64, len(frs)), counts)
+                feats = np.concatenate(frs).astype(np.int64)
             else:
                 rows = feats = np.zeros(0, dtype=np.int64)
             self._pairs = (rows, feats)
