@@ -33,10 +33,10 @@ class TrainerConfig:
     batch_max_events: int = 2048  # a batch closes at this many events ...
     batch_max_wait_ms: int = 100  # ... or after this long, whichever comes first
     top_k: int = 20  # recommendations precomputed per touched user
-    # Share of the trainer's time spent re-ranking precomputed lists while events wait, least
-    # recently refreshed users first; the rest follow in later batches or when idle (readers
-    # rank those users in real time meanwhile, see streaming/client.py). 1.0: every touched
-    # user, every batch, however long it takes.
+    # Duty cycle of the thread re-ranking precomputed lists, least recently refreshed users
+    # first (after a job of t seconds it rests t * (1 - share) / share); readers rank users
+    # whose list is older than their vector in real time meanwhile (streaming/client.py).
+    # 1.0: no rests.
     recs_time_share: float = 0.25
     seen_max: int = 500  # items remembered per user for exclusion
     matrix_every_ms: int = 1000  # item-matrix snapshot at most this often (item rows: always)
