@@ -32,6 +32,14 @@ def _met(ok: bool | None) -> str:
     return "n/a" if ok is None else ("yes" if ok else "**no**")
 
 
+def _ratio(a: Any, b: Any) -> str:
+    return (
+        f"{a / b:.2f}x"
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b
+        else "?"
+    )
+
+
 def _num(x: Any, fmt: str = ",.0f") -> str:
     return "n/a" if x is None else format(x, fmt)
 
@@ -61,10 +69,13 @@ def _model_rows(d: dict[str, Any]) -> list[Row]:
         )
     mem = d.get("memory") or {}
     if mem:
+        acc = mem.get("accounted_bytes_per_id")
         rows.append(
             (
-                "model memory per id vs raw parameter bytes",
-                f"{_num(mem.get('overhead_factor'), '.2f')}x",
+                "model memory per id vs raw parameter bytes (tables, id maps, counters; "
+                "RSS growth, which varies 1.5-6x run to run with the allocator)",
+                f"{_num(acc, ',.0f')} B = {_ratio(acc, mem.get('raw_parameter_bytes_per_id'))}"
+                f"; RSS {_num(mem.get('overhead_factor'), '.2f')}x",
                 "(reported)",
                 "n/a",
             )
