@@ -167,6 +167,7 @@ class Trainer:
         self._matrix_dirty = False
         self._unassigned_since: float | None = None
         self._owned: set[TopicPartition] = set()  # partitions the callbacks gave us
+        self._assignments = 0  # on_assigned calls: an open batch is void after one
         self._last_commit: dict[TopicPartition, OffsetAndMetadata] = {}
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
@@ -386,6 +387,7 @@ class Trainer:
         """Seek to what the model has learned; learn forward to what Redis holds, quietly."""
         assert self.consumer is not None
         self.flush_writes()
+        self._assignments += 1
         self._owned.update(assigned)
         self.stored_offsets = self._redis(self.store.read_offsets)
         for tp in assigned:
@@ -478,8 +480,15 @@ class Trainer:
                 timeout_ms=timeout_ms,
                 max_records=tcfg.batch_max_events - len(batch),
             )
+            assignments = self._assignments
             polled = self._kafka(poll)
             self._phase("poll", t_poll)
+            if self._assignments != assignments and batch:
+                # The rebalance sought every partition to what the model has learned: records
+                # polled before it and not learned yet come again (seen: one batch holding
+                # each record twice). What this poll returned was read after the seeks.
+                log.info("rebalance: %d records not yet learned are read again", len(batch))
+                batch = []
             if not polled and not batch:
                 self._check_assignment()
             now = time.monotonic()
@@ -554,12 +563,8 @@ class Trainer:
             for d in dead:
                 self.stats.dead_by_reason[d.rejected.reason] += 1
                 self.metrics.dead_letters.labels(d.rejected.reason).inc()
+        # features given inline are remembered by learn itself, like catalogue records
         events = [e for _, e in good]
-        for e in events:  # features given inline are remembered, like catalogue records
-            if e.user_features:
-                self.model.set_user_features(e.user, e.user_features)
-            if e.item_features:
-                self.model.set_item_features(e.item, e.item_features)
         t_learn = time.perf_counter()
         result = self.model.learn(events, touched=False)
         self._phase("learn", t_learn)
