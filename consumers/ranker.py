@@ -36,7 +36,7 @@ class RankJob:
     vectors: np.ndarray  # [len(users), dim], the users' served vectors at `version`
     items: np.ndarray  # [n_items, dim], read-only snapshot
     item_bias: np.ndarray  # [n_items]
-    ids: list[str]  # item ids of the rows, a copy
+    ids: list[str]  # item ids of the rows (a list the model no longer changes)
     exclude: list[np.ndarray | None]  # item rows each user has seen
     version: int  # model version of the snapshot
     epoch: int  # the trainer's restore count: results of an older epoch are dropped
@@ -56,7 +56,6 @@ class Ranker:
     def __init__(self, k: int, share: float):
         self.k = k
         self.share = share
-        self.busy_seconds = 0.0
         self._jobs: queue.Queue[RankJob | None] = queue.Queue()
         self._results: queue.Queue[RankResult] = queue.Queue()
         self._idle = threading.Event()
@@ -111,7 +110,6 @@ class Ranker:
                     job.vectors, job.items, job.item_bias, job.ids, job.exclude, self.k
                 )
                 dt = time.perf_counter() - t0
-                self.busy_seconds += dt
                 self._results.put(
                     RankResult(dict(zip(job.users, lists, strict=True)), job.version, job.epoch, dt)
                 )

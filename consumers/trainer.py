@@ -588,7 +588,7 @@ class Trainer:
         self.model_offsets.update(ends)
         write_needed = any(ends[f] > self.stored_offsets.get(f, -1) for f in ends)
         if write_needed or cat or self._lists_work() or self._matrix_due():
-            # Kafka's commit follows once this write has landed (_written)
+            # Kafka's commit follows once this write has landed (flush_writes)
             self._write(fresh, ends, result.version, cat)
         else:
             self._unwritten = False
@@ -716,7 +716,7 @@ class Trainer:
             version=version,
             users=rows,
             items=items,
-            matrix=None if matrix is None else (list(matrix.ids), matrix.vectors, matrix.biases),
+            matrix=None if matrix is None else (matrix.ids, matrix.vectors, matrix.biases),
             popularity=popularity,
             user_feature_vectors=feature_vectors,
             user_features={u: f for (kind, u), f in catalogue.items() if kind == "user"},
@@ -827,7 +827,7 @@ class Trainer:
                 vectors=vecs,
                 items=matrix.vectors,
                 item_bias=matrix.biases,
-                ids=list(matrix.ids),
+                ids=matrix.ids,  # item_vectors() gives a fresh list
                 exclude=[self.model.exclude_rows(self.seen[u]) for u in known],
                 version=int(self.model.version),
                 epoch=self._epoch,

@@ -76,3 +76,18 @@ def planted_stream(
         else:
             i = int(rng.choice(n_items, p=global_p))
         yield Event(f"u{u}", f"i{i}", "view", None, start_ms + j * 1000)
+
+
+def table_state(rec: Any) -> dict[str, np.ndarray]:
+    """Every table, accumulator and the global bias of an `OnlineRecommender`, as numpy
+    arrays keyed by table name: what exact (bit-for-bit) comparisons of two models check."""
+    out: dict[str, np.ndarray] = {}
+    for side in (rec.users, rec.items):
+        for t in side.tables:
+            n = side.n_init if t is not side.femb else side.f_init
+            out[t.name] = t.head(n)
+            acc = t.head_acc(n)
+            if acc is not None:
+                out[f"{t.name}_acc"] = acc
+    out["global_bias"] = rec.gbias.head(1)
+    return out

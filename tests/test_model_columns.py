@@ -15,7 +15,7 @@ import pytest
 from streamrec.model.config import ModelConfig
 from streamrec.model.online import OnlineRecommender
 from streamrec.model.runtime import configure_threads
-from streamrec.model.testing import Event, planted_stream
+from streamrec.model.testing import Event, planted_stream, table_state
 
 configure_threads(1, 1)  # before the first TF op: 2 shared cores
 
@@ -40,17 +40,10 @@ def mixed_stream(n: int = 900) -> list[Event]:
 
 
 def snapshot(rec: OnlineRecommender) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
+    out = table_state(rec)
     for side in (rec.users, rec.items):
-        for t in side.tables:
-            n = side.n_init if t is not side.femb else side.f_init
-            out[t.name] = t.head(n)
-            acc = t.head_acc(n)
-            if acc is not None:
-                out[f"{t.name}_acc"] = acc
         out[f"{side.name}_count"] = side.count[: side.n_init].copy()
         out[f"{side.name}_ftrained"] = side.ftrained[: side.f_init].copy()
-    out["global_bias"] = rec.gbias.head(1)
     out["popularity"] = rec.popularity._counts[: rec.n_items].copy()
     out["sampler"] = rec.sampler.buffer[: rec.sampler.filled].copy()
     return out

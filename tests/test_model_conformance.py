@@ -20,7 +20,7 @@ from streamrec.model.base import ItemMatrix, LearnResult
 from streamrec.model.config import ModelConfig
 from streamrec.model.online import OnlineRecommender
 from streamrec.model.runtime import configure_threads
-from streamrec.model.testing import Event, planted_stream
+from streamrec.model.testing import Event, planted_stream, table_state
 
 configure_threads(1, 1)  # before the first TF op: 2 shared cores
 
@@ -57,18 +57,7 @@ def batches(events: list[Event], size: int = 128) -> list[list[Event]]:
     return [events[s : s + size] for s in range(0, len(events), size)]
 
 
-def state(rec: OnlineRecommender) -> dict[str, np.ndarray]:
-    """Every table and accumulator, for exact comparisons."""
-    out: dict[str, np.ndarray] = {}
-    for side in (rec.users, rec.items):
-        for t in side.tables:
-            n = side.n_init if t is not side.femb else side.f_init
-            out[t.name] = t.head(n)
-            acc = t.head_acc(n)
-            if acc is not None:
-                out[t.name + "_acc"] = acc
-    out["global_bias"] = rec.gbias.head(1)
-    return out
+state = table_state  # every table and accumulator, for exact comparisons
 
 
 def assert_same_state(a: OnlineRecommender, b: OnlineRecommender) -> None:
