@@ -252,6 +252,9 @@ class Trainer:
         assert self.catalogue is not None
         self.stored_offsets = self._redis(self.store.read_offsets)
         self._restore(self.stored_offsets)
+        # Each variant of the learn step compiles when a batch first needs it, a stall of
+        # 0.3-0.5 s in the stream (the freshness tail at 5k events/s): compile them now.
+        log.info("learn steps compiled in %.1f s", self.model.warm_up())
         # TensorFlow's import leaves millions of objects the collector would walk in every
         # full collection: 400-480 ms pauses every few seconds here, each one a stall of the
         # stream. Frozen, they are never scanned; the trainer's own objects still are.
@@ -957,10 +960,14 @@ def _rebalance_pending(consumer: KafkaConsumer) -> bool:
     """
     coordinator = getattr(consumer, "_coordinator", None)
     need_rejoin = getattr(coordinator, "need_rejoin", None)
-    if need_rejoin is None:
+    stable = getattr(coordinator, "stable", None)
+    if need_rejoin is None or stable is None:
         return False
     try:
-        return bool(need_rejoin())
+        # Not stable: a poll began the rejoin (the metadata change came in during it) and its
+        # round trips are still running; a short poll now would lose them as above (seen:
+        # 20 s without partitions at a 10 ms batch wait).
+        return bool(need_rejoin()) or not stable()
     except Exception:  # internals changed: rely on the _check_assignment watchdog
         return False
 

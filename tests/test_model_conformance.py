@@ -128,6 +128,29 @@ def test_deterministic_under_seed(loss: str, opt: str) -> None:
 
 
 @pytest.mark.parametrize(("loss", "opt"), VARIANTS)
+def test_warm_up_changes_nothing_and_spares_later_traces(loss: str, opt: str) -> None:
+    """warm_up compiles the step variants by running them on an empty batch: the tables,
+    accumulators and every later update must be exactly those of a model never warmed."""
+    cold, warm = make(loss, opt), make(loss, opt)
+    events = stream(600)
+    cold.learn(events[:128])
+    warm.learn(events[:128])
+    before = state(warm)
+    warm.warm_up()
+    for k, v in state(warm).items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+    traces = warm.tracing_count
+    assert traces >= 8  # the stream has ratings and dislikes: 2 x 2 x 2 variants
+    for batch in batches(events[128:]):
+        assert cold.learn(batch) == warm.learn(batch)
+        # plain ranking batches, with and without features
+        plain = [dataclasses.replace(e, type="view", user_features=None) for e in batch]
+        assert cold.learn(plain) == warm.learn(plain)
+    assert_same_state(cold, warm)
+    assert warm.tracing_count == traces  # every batch found its variant compiled
+
+
+@pytest.mark.parametrize(("loss", "opt"), VARIANTS)
 def test_growth_keeps_learned_rows_without_retracing(loss: str, opt: str) -> None:
     rec = make(loss, opt)
     first = [Event(f"u{j}", f"i{j % 3}", "view", None, j) for j in range(6)]
