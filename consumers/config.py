@@ -31,7 +31,7 @@ def _require(cond: bool, setting: str, message: str) -> None:
 @dataclass(frozen=True)
 class TrainerConfig:
     batch_max_events: int = 2048  # a batch closes at this many events ...
-    batch_max_wait_ms: int = 100  # ... or after this long, whichever comes first
+    batch_max_wait_ms: int = 20  # ... or after this long, whichever comes first
     top_k: int = 20  # recommendations precomputed per touched user
     # Duty cycle of the thread re-ranking precomputed lists, least recently refreshed users
     # first (after a job of t seconds it rests t * (1 - share) / share); readers rank users
@@ -39,7 +39,9 @@ class TrainerConfig:
     # 1.0: no rests.
     recs_time_share: float = 0.25
     seen_max: int = 500  # items remembered per user for exclusion
-    matrix_every_ms: int = 1000  # item-matrix snapshot at most this often (item rows: always)
+    # item-matrix snapshot at most this often once it is 8 MiB (32k items at dimension 64);
+    # a smaller one proportionally more often (item rows: every batch)
+    matrix_every_ms: int = 1000
     checkpoint_dir: str = ".streamrec/checkpoints"
     checkpoint_every_events: int = 200_000
     checkpoint_every_s: float = 300.0

@@ -56,6 +56,25 @@ _I32 = tf.TensorSpec([None], tf.int32)
 _F32 = tf.TensorSpec([None], tf.float32)
 
 
+def _add_rows(out: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
+    """`np.add.at(out, rows, values)`, the same sums in the same order, 3-4x faster.
+
+    Pass k adds every row's k-th value: within one pass no row repeats, so a plain
+    fancy-index `+=` is exact. (np.add.at took 20-40 ms of every item-matrix build at 20k
+    items with features, a build the trainer does after each batch.)
+    """
+    if rows.shape[0] == 0:
+        return
+    order = np.argsort(rows, kind="stable")
+    srt = rows[order]
+    first = np.flatnonzero(np.r_[True, srt[1:] != srt[:-1]])
+    rank = np.empty(rows.shape[0], np.int64)
+    rank[order] = np.arange(rows.shape[0]) - np.repeat(first, np.diff(np.r_[first, srt.shape[0]]))
+    for k in range(int(rank.max()) + 1):
+        take = np.flatnonzero(rank == k)
+        out[rows[take]] += values[take]
+
+
 class _Attribute(Sequence[Any]):
     """A lazy column of one attribute of the events: only the rows read cost anything."""
 
@@ -210,7 +229,7 @@ class _Side:
                 return
         f_set, f_idx = np.unique(feats, return_inverse=True)
         vals = self.femb.get_rows(f_set.astype(np.int32))
-        np.add.at(out, ents, vals[f_idx])
+        _add_rows(out, ents, vals[f_idx])
 
     def matrix(self) -> tuple[np.ndarray, np.ndarray]:
         """Served vectors and biases of every row."""

@@ -83,3 +83,20 @@ def test_learn_columns_rejects_ragged_columns() -> None:
     with pytest.raises(ValueError, match="differ in length"):
         rec.learn_columns(["u1", "u2"], ["i1"], ["view", "view"], [1, 2])
     assert rec.n_users == 0  # nothing registered by a rejected batch
+
+
+def test_feature_sums_equal_numpy_add_at_bit_for_bit() -> None:
+    """Served vectors add feature rows with `_add_rows`, which must give np.add.at's sums in
+    np.add.at's order (float addition is not associative): random rows, repeats, any order."""
+    from streamrec.model.online import _add_rows
+
+    rng = np.random.default_rng(1)
+    for trial in range(300):
+        n, d, pairs = int(rng.integers(1, 40)), int(rng.integers(1, 6)), int(rng.integers(0, 150))
+        rows = rng.integers(0, n, pairs)
+        values = rng.standard_normal((pairs, d)).astype(np.float32) * 10.0 ** rng.integers(-3, 4)
+        want = rng.standard_normal((n, d)).astype(np.float32)
+        got = want.copy()
+        np.add.at(want, rows, values)
+        _add_rows(got, rows, values)
+        np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}")
