@@ -43,7 +43,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from streamrec.model.ids import feature_tokens
 from streamrec.model.ranking import top_k
 from streamrec.streaming.config import RedisConfig
-from streamrec.streaming.keys import Keys, decode_vector
+from streamrec.streaming.keys import Keys, decode_vector, matrix_interval
 from streamrec.streaming.store import connect
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,8 @@ class _MatrixCache:
     The trainer may publish a version per batch (every ~100 ms), and 100k x 64 floats are
     25.6 MB: re-reading each one would move more bytes than all requests together. So a
     snapshot is kept for at least `refresh_ms` even when a newer version exists (bounded
-    staleness, like the trainer's own view of item vectors). While one thread loads a new
+    staleness, like the trainer's own view of item vectors); a smaller snapshot for less, in
+    proportion (`keys.matrix_interval`). While one thread loads a new
     version, the others keep serving the previous one instead of queueing behind the read. A
     version that fails validation is remembered: one read and one warning, not one per request.
     """
@@ -256,7 +257,9 @@ class _MatrixCache:
             return cur
         if ver == self.bad_ver:
             return None
-        if cur is not None and time.monotonic() - self._loaded_at < self.refresh_s:
+        if cur is not None and time.monotonic() - self._loaded_at < matrix_interval(
+            self.refresh_s, cur.vectors.nbytes + cur.biases.nbytes
+        ):
             return cur
         if not self._lock.acquire(blocking=cur is None):
             return cur  # another thread is loading; the previous snapshot is still valid

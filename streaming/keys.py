@@ -70,6 +70,21 @@ class Keys:
         return f"{self.prefix}ufe"
 
 
+MATRIX_FULL_BYTES = 8 << 20  # 32k items at dimension 64
+
+
+def matrix_interval(interval: float, nbytes: int) -> float:
+    """How long an item-matrix snapshot of `nbytes` is kept before the next one, for the
+    writer (trainer) and every reader: `interval` at MATRIX_FULL_BYTES and more, shorter in
+    proportion below, so snapshots move at most MATRIX_FULL_BYTES per `interval`.
+
+    A fixed interval bounds the traffic of a big catalogue but leaves a small one (100 items,
+    a few kB) stale for nothing: the pipeline's evaluation then trailed its in-process twin
+    by 0.07-0.1 HR@10 (3k events, 100 items), all of it on the real-time path.
+    """
+    return interval * min(1.0, nbytes / MATRIX_FULL_BYTES)
+
+
 def encode_vector(vec: np.ndarray) -> bytes:
     """float32 little-endian, the layout every reader decodes with `decode_vector`."""
     return np.ascontiguousarray(vec, dtype="<f4").tobytes()

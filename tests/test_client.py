@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 import pytest
 
+from streamrec.streaming import keys as keys_module
 from streamrec.streaming.client import (
     InvalidRequest,
     InvalidRequestType,
@@ -310,8 +311,10 @@ def test_dimension_mismatch_falls_back(seed: Seed, rec: Recommender) -> None:
 
 
 def test_matrix_cached_until_a_new_version(
-    seed: Seed, redis_client: Any, redis_prefix: str
+    seed: Seed, redis_client: Any, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # this 48-byte matrix counts as a full one here: kept for the whole matrix_refresh_ms
+    monkeypatch.setattr(keys_module, "MATRIX_FULL_BYTES", 16)
     m = np.zeros((len(ITEMS), DIM), np.float32)
     m[0, 0] = 1.0
     seed.matrix(m, ver=1)
@@ -330,6 +333,30 @@ def test_matrix_cached_until_a_new_version(
     # a reader that refreshes at most once a minute keeps its snapshot (bounded staleness)
     assert slow.recommend("u", k=2).items == ["i00", "i01"]
     assert slow.matrix_loads == 1
+
+
+def test_small_matrix_is_kept_in_proportion_to_its_size(
+    seed: Seed, redis_client: Any, redis_prefix: str
+) -> None:
+    """A minute for a full-size matrix is ~2 ms for this one: re-read at the next version."""
+    seed.matrix(np.eye(len(ITEMS), DIM, dtype=np.float32), ver=1)
+    seed.user("u", np.array([1, 0, 0, 0], np.float32))
+    slow = Recommender(redis_client, prefix=redis_prefix, matrix_refresh_ms=60_000)
+    assert slow.recommend("u", k=1).items == ["i00"]
+    m2 = np.zeros((len(ITEMS) + 1, DIM), np.float32)
+    m2[-1, 0] = 5.0
+    seed.matrix(m2, ids=[*ITEMS, "fresh"], ver=2)
+    time.sleep(0.01)
+    assert slow.recommend("u", k=1).items == ["fresh"]
+    assert slow.matrix_loads == 2
+
+
+def test_matrix_interval_scales_with_size() -> None:
+    full = keys_module.MATRIX_FULL_BYTES
+    assert keys_module.matrix_interval(1000, 2 * full) == 1000  # big: the whole interval
+    assert keys_module.matrix_interval(1000, full) == 1000
+    assert keys_module.matrix_interval(1000, full // 4) == 250  # a quarter of the bytes
+    assert keys_module.matrix_interval(1000, 0) == 0
 
 
 # --------------------------------------------------------------------------- many users

@@ -2,19 +2,18 @@
 
 The integration test runs a small synthetic stream through the live pipeline with an
 in-process twin of the model fed the same batches, and checks that both see the same queries
-and agree on HR@10 and NDCG@10 within 0.08 absolute. Why they can differ at all, though the
+and agree on HR@10 and NDCG@10 within 0.04 absolute. Why they can differ at all, though the
 evaluator waits until the trainer has applied each batch (no lag): the trainer reads the batch
 from two partitions in poll order, so ids are registered (and their rows initialised) in
 another order than in-process; and users who were not in the last batch are served their
 precomputed list, ranked when they last acted, while the twin ranks them against the current
-item vectors. Measured on this stream: differences of 0.004-0.014 in HR@10 (866 queries) when
-the trainer ranked lists inside each batch; 0.016-0.02 at the start of session 3.
+item vectors.
 
-Since lists are ranked on a thread beside the batch loop (session 3), a user's new list lands
-one write later; users of the last batch are served in real time meanwhile, against an item
-matrix up to `matrix_every_ms` (1 s) old. The pipeline then trails its twin by more: 0.021-0.065
-in HR@10 over 12 runs on 2026-11-25 (mean about 0.04), so the tolerance is 0.08. Closing that
-gap (a fresher matrix for the real-time path, or lists of the last batch's users first) is open.
+Measured on this stream (866 queries), pipeline minus twin HR@10: 0.004-0.014 when the trainer
+ranked lists inside each batch; 0.021-0.065 once lists were ranked on a thread (they land one
+write later, and real-time answers used an item matrix kept up to 1 s by both the trainer and
+the reader, several batches stale here); -0.010 to +0.003 over 3 runs on 2026-12-02 since a
+small matrix is written and re-read in proportion to its size (`keys.matrix_interval`).
 
 The unit tests pin the read-side exclusion and the subprocess config hand-over without servers.
 """
@@ -41,7 +40,7 @@ from streamrec.model.testing import Event
 from streamrec.streaming.synthetic import SyntheticConfig, SyntheticStream
 
 T0 = 1_700_000_000_000
-TOLERANCE = 0.08  # absolute, on HR@10 and NDCG@10 (see the module docstring)
+TOLERANCE = 0.04  # absolute, on HR@10 and NDCG@10 (see the module docstring)
 
 
 @dataclass
