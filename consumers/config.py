@@ -39,7 +39,7 @@ class TrainerConfig:
     # 1.0: no rests.
     recs_time_share: float = 0.25
     seen_max: int = 500  # items remembered per user for exclusion
-    # item-matrix snapshot at most this often once it is 8 MiB (32k items at dimension 64);
+    # item-matrix snapshot at most this often once it is 1 MiB (4k items at dimension 64);
     # a smaller one proportionally more often (item rows: every batch)
     matrix_every_ms: int = 1000
     checkpoint_dir: str = ".streamrec/checkpoints"
