@@ -8,8 +8,9 @@ the same topic doing no work (the ceiling), and the trainer consumes it (parse, 
 Redis write, commit). Both figures and their ratio are printed and written as JSON.
 
 Freshness: a publisher sends at a steady rate while the trainer runs; for one event in
-`--sample-every` the benchmark notes when `send` was called, and a reader polls the user's
-`off` field in Redis until it reaches that event's offset. Reported as p50/p95/p99 and a PNG.
+`--sample-every` the benchmark notes when `send` was called and that it is the user's nth
+event, and a reader polls the user's event count (`n` in their hash, written with their
+vector) until it reaches n. Reported as p50/p95/p99 and a PNG.
 """
 
 from __future__ import annotations
