@@ -46,6 +46,9 @@ class LearnResult:
     touched_users: list[str] = field(default_factory=list)
     touched_items: list[str] = field(default_factory=list)
     version: int = 0
+    # ids forgotten after this batch (ModelConfig.evict_after_s): their stored state is stale
+    evicted_users: list[str] = field(default_factory=list)
+    evicted_items: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,10 @@ class ModelConfig:
     popularity_segments: str = "*"
     popularity_max_segments: int = 10_000  # new segments beyond this are not tracked
     popularity_max_future_s: float = 24 * 3600.0  # timestamps later than now + this are clamped
+    # Users and items without an event for this long (event time) are forgotten: their rows
+    # are freed (the tables compacted) and `learn` reports them, so a stream of short-lived ids
+    # (sessions, expiring listings) does not grow the model for ever. 0: never.
+    evict_after_s: float = 0.0
 
     def __post_init__(self) -> None:
         _require(1 <= self.dim <= 4096, "dim", f"must be in 1..4096, got {self.dim}")
@@ -138,6 +142,11 @@ class ModelConfig:
             "must be > 0",
         )
         _require(1 <= self.steps_per_batch <= 100, "steps_per_batch", "must be in 1..100")
+        _require(
+            math.isfinite(self.evict_after_s) and self.evict_after_s >= 0,
+            "evict_after_s",
+            f"must be a finite number >= 0 (0: never), got {self.evict_after_s}",
+        )
         _require(
             math.isfinite(self.negative_popularity_mix) and 0 <= self.negative_popularity_mix <= 1,
             "negative_popularity_mix",

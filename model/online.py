@@ -122,6 +122,8 @@ class _Side:
         self.n_init = 0  # id rows initialised
         self.f_init = 0  # feature rows initialised (all buckets at once when hashing)
         self._pairs: tuple[np.ndarray, np.ndarray] | None = None  # all (row, feature) pairs
+        # newest event time (ms) per id row, kept only when ids can be evicted
+        self.last_ts: np.ndarray | None = np.zeros(64, np.int64) if config.evict_after_s else None
 
     @property
     def tables(self) -> list[GrowingTable]:
@@ -140,8 +142,9 @@ class _Side:
             return
         self._pairs = None
 
-    def sync(self, rng: np.random.Generator, scale: float) -> bool:
-        """Initialise rows of ids and feature tokens that arrived since the last call."""
+    def sync(self, rng: np.random.Generator, scale: float, now_ms: int = 0) -> bool:
+        """Initialise rows of ids and feature tokens that arrived since the last call; a new
+        id counts as seen at `now_ms` (the model's clock), so it is not evicted at once."""
         changed = False
         n = len(self.ids.ids)
         if n > self.n_init:
@@ -149,6 +152,9 @@ class _Side:
             self.emb.set_rows(rows, rng.standard_normal((rows.shape[0], self.emb.dim)) * scale)
             self.bias.ensure(n)
             self.count = grow_rows(self.count, n)
+            if self.last_ts is not None:
+                self.last_ts = grow_rows(self.last_ts, n)
+                self.last_ts[self.n_init : n] = now_ms
             self.n_init = n
             changed = True
         f = self.features.n_rows
@@ -159,6 +165,34 @@ class _Side:
             self.f_init = f
             changed = True
         return changed
+
+    def keep(self, live: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Keep only the id rows `live` (ascending), renumbered 0..len(live)-1 in order.
+
+        Returns the old -> new row map (-1: evicted) and the evicted ids. Feature rows are
+        shared by many ids and stay.
+        """
+        n = self.n_init
+        remap = np.full(n, -1, np.int64)
+        remap[live] = np.arange(live.shape[0])
+        old_ids = self.ids.ids
+        evicted = [old_ids[r] for r in np.flatnonzero(remap < 0).tolist()]
+        self.ids = IdMap(old_ids[r] for r in live.tolist())
+        new_row = remap.tolist()
+        self.tokens = {new_row[r]: t for r, t in self.tokens.items() if new_row[r] >= 0}
+        self.frows = {new_row[r]: f for r, f in self.frows.items() if new_row[r] >= 0}
+        self._pairs = None
+        self.emb.keep_rows(live)
+        self.bias.keep_rows(live)
+        count = np.zeros_like(self.count)
+        count[: live.shape[0]] = self.count[live]
+        self.count = count
+        assert self.last_ts is not None
+        last = np.zeros_like(self.last_ts)
+        last[: live.shape[0]] = self.last_ts[live]
+        self.last_ts = last
+        self.n_init = int(live.shape[0])
+        return remap, evicted
 
     def batch_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(unique feature rows, pair entity index, pair feature index) for `rows`."""
@@ -257,6 +291,8 @@ class OnlineRecommender:
         self.skipped_nonfinite = 0  # batches whose update was skipped (non-finite loss/grads)
         self._want_touched = True
         self._mutations = 0  # bumps on every state change; keys the item-matrix cache
+        self._clock_ms = 0  # newest event time learned: the eviction clock
+        self._evicted_at_ms = 0  # clock of the last eviction pass
         self._item_cache: tuple[int, np.ndarray, np.ndarray] | None = None
         self._steps: dict[tuple[bool, bool, bool, bool], Any] = {}
         # Code 0 is every type the config does not name (weight 0: ignored).
@@ -310,8 +346,8 @@ class OnlineRecommender:
         TF op per catalogue record; the draws happen in the same order for the same calls.
         """
         scale = self.config.init_scale
-        changed = self.users.sync(self.rng, scale)
-        if self.items.sync(self.rng, scale) or changed:
+        changed = self.users.sync(self.rng, scale, self._clock_ms)
+        if self.items.sync(self.rng, scale, self._clock_ms) or changed:
             self._mutations += 1
 
     # --- learning ----------------------------------------------------------------------------
@@ -475,7 +511,49 @@ class OnlineRecommender:
             self.items.ftrained[f_set] = True
         self._observe_popularity(ts, r, w_rank, u_rows, i_rows)
         self.sampler.observe(i_rows[r])
-        return self._result(n, total / (nr + nq), False, users, items, neg)
+        result = self._result(n, total / (nr + nq), False, users, items, neg)
+        if self.config.evict_after_s:
+            ts_a = np.asarray(ts, dtype=np.int64)[active]
+            self._clock_ms = max(self._clock_ms, int(ts_a.max()))
+            assert self.users.last_ts is not None and self.items.last_ts is not None
+            np.maximum.at(self.users.last_ts, u_rows[active], ts_a)
+            np.maximum.at(self.items.last_ts, i_rows[active], ts_a)
+            evicted_users, evicted_items = self._maybe_evict()
+            if evicted_users or evicted_items:
+                result = dataclasses.replace(
+                    result, evicted_users=evicted_users, evicted_items=evicted_items
+                )
+        return result
+
+    def _maybe_evict(self) -> tuple[list[str], list[str]]:
+        """Forget ids idle for evict_after_s, in a pass every eighth of that (event time):
+        an id is forgotten between 1 and 1.125 times evict_after_s after its last event."""
+        after_ms = int(self.config.evict_after_s * 1000)
+        if self._clock_ms - self._evicted_at_ms < max(1, after_ms // 8):
+            return [], []
+        self._evicted_at_ms = self._clock_ms
+        cutoff = self._clock_ms - after_ms
+        out: list[list[str]] = []
+        for side in (self.users, self.items):
+            assert side.last_ts is not None
+            idle = side.last_ts[: side.n_init] < cutoff
+            if not idle.any():
+                out.append([])
+                continue
+            remap, evicted = side.keep(np.flatnonzero(~idle))
+            if side is self.items:
+                self.popularity.keep_rows(remap, side.ids)
+                self.sampler.keep_rows(remap)
+            out.append(evicted)
+        if out[0] or out[1]:
+            self._mutations += 1
+            log.info(
+                "evicted %d users and %d items idle for %.0f s",
+                len(out[0]),
+                len(out[1]),
+                self.config.evict_after_s,
+            )
+        return out[0], out[1]
 
     def _row_scales(
         self,
@@ -969,6 +1047,8 @@ class OnlineRecommender:
             arrays[f"{s}_feat_tokens"] = np.asarray(toks, dtype=np.int64)
             arrays[f"{s}_count"] = side.count[:n].copy()
             arrays[f"{s}_ftrained"] = side.ftrained[:f].copy()
+            if side.last_ts is not None:
+                arrays[f"{s}_last_ts"] = side.last_ts[:n].copy()
         arrays["global_bias"] = self.gbias.head(1)
         gacc = self.gbias.head_acc(1)
         if gacc is not None:
@@ -985,6 +1065,7 @@ class OnlineRecommender:
             "capacities": capacities,
             "popularity": pop_info,
             "sampler": neg_info,
+            "evict": {"clock_ms": self._clock_ms, "evicted_at_ms": self._evicted_at_ms},
             "metadata": dict(metadata or {}),
         }
         checkpoint.write(path, arrays, info)
@@ -1026,6 +1107,17 @@ class OnlineRecommender:
             side.count = grow_rows(arrays[f"{s}_count"].astype(np.int64), side.n_init)
             side.ftrained = grow_rows(arrays[f"{s}_ftrained"].astype(bool), side.f_init)
             side._pairs = None
+        # Checkpoints from before eviction existed hold no clock: popularity's is the same
+        # (the newest positive's time); ids without a saved time count as seen at it.
+        evict = info.get("evict", {})
+        model._clock_ms = int(evict.get("clock_ms", info["popularity"].get("now_ms") or 0))
+        model._evicted_at_ms = int(evict.get("evicted_at_ms", model._clock_ms))
+        for side in (model.users, model.items):
+            if side.last_ts is not None:
+                saved_ts = arrays.get(f"{side.name}_last_ts")
+                if saved_ts is None:
+                    saved_ts = np.full(side.n_init, model._clock_ms, np.int64)
+                side.last_ts = grow_rows(saved_ts.astype(np.int64), max(64, side.n_init))
         model.gbias.load(arrays["global_bias"], arrays.get("global_bias_acc"), 1)
         model.popularity.items = model.items.ids
         model.popularity.load_state(arrays, info["popularity"])

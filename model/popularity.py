@@ -170,6 +170,21 @@ class DecayedPopularity:
                     d = table[seg] = {}
                 d[row] = d.get(row, 0.0) + c
 
+    def keep_rows(self, remap: np.ndarray, items: IdMap) -> None:
+        """Follow the owner's compaction of its items (old row -> new row, -1: evicted)."""
+        n = remap.shape[0]
+        self._grow(n)
+        live = np.flatnonzero(remap >= 0)
+        counts = np.zeros_like(self._counts)
+        counts[: live.shape[0]] = self._counts[live]
+        self._counts = counts
+        new_row = remap.tolist()
+        self._segments = {
+            seg: {new_row[r]: v for r, v in d.items() if new_row[r] >= 0}
+            for seg, d in self._segments.items()
+        }
+        self.items = items
+
     def _grow(self, n: int) -> None:
         self._counts = grow_rows(self._counts, n)
 

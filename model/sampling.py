@@ -63,6 +63,22 @@ class NegativeSampler:
         logq = np.log(np.maximum(expected, 1e-30)).astype(np.float32)
         return rows.astype(np.int32), logq
 
+    def keep_rows(self, remap: np.ndarray) -> None:
+        """Follow a compaction of the item rows (old -> new, -1: evicted): evicted items leave
+        the buffer, the rest keep their order (oldest first from here on)."""
+        size = self.buffer.shape[0]
+        if self.filled < size:
+            order = self.buffer[: self.filled]
+        else:
+            order = np.concatenate([self.buffer[self.cursor :], self.buffer[: self.cursor]])
+        rows = remap[order]
+        rows = rows[rows >= 0].astype(np.int32)
+        self.buffer = np.zeros(size, dtype=np.int32)
+        self.buffer[: rows.shape[0]] = rows
+        self.filled = int(rows.shape[0])
+        self.cursor = self.filled % size
+        self.counts = np.bincount(rows, minlength=0).astype(np.int64)
+
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
         # The raw layout, not oldest-first: draws index buffer positions, and a restored model
         # must draw the same negatives as one that never stopped.

@@ -60,6 +60,17 @@ class GrowingTable:
             self.acc.assign(tf.concat([self.acc, tf.fill(extra, self.accumulator_init)], axis=0))
         self.capacity = cap
 
+    def keep_rows(self, rows: np.ndarray) -> None:
+        """Keep `rows`, in their order, as rows 0..len(rows)-1 (eviction compacts a table);
+        every other row becomes zero with its initial accumulator. Capacity is unchanged."""
+        idx = tf.constant(np.asarray(rows, dtype=np.int32))
+        extra = self._shape(self.capacity - int(rows.shape[0]))
+        self.var.assign(tf.concat([tf.gather(self.var, idx), tf.zeros(extra)], axis=0))
+        if self.acc is not None:
+            assert self.accumulator_init is not None
+            kept = tf.gather(self.acc, idx)
+            self.acc.assign(tf.concat([kept, tf.fill(extra, self.accumulator_init)], axis=0))
+
     def set_rows(self, rows: np.ndarray, values: np.ndarray) -> None:
         self.ensure(int(rows.max()) + 1 if rows.shape[0] else 0)
         self.var.scatter_update(

@@ -316,3 +316,99 @@ def test_user_vectors_match_user_vector() -> None:
         vec, bias = m.user_vector(u)
         np.testing.assert_array_equal(vecs[j], vec)
         assert biases[j] == np.float32(bias)
+
+
+T0 = 1_700_000_000_000
+
+
+def churn(phases: int = 6, per_phase: int = 120) -> list[list[Event]]:
+    """A minute per phase: each phase brings its own users and items, plus stable ones that
+    act in every phase (with features, ratings and dislikes among them)."""
+    rng = np.random.default_rng(3)
+    out = []
+    for p in range(phases):
+        batch = []
+        for j in range(per_phase):
+            ts = T0 + p * 60_000 + j * 100
+            stable = j % 4 == 0
+            user = f"s{j % 5}" if stable else f"u{p}_{rng.integers(12)}"
+            item = f"k{j % 3}" if stable else f"i{p}_{rng.integers(10)}"
+            kind = "rating" if j % 13 == 0 else "dislike" if j % 17 == 0 else "click"
+            value = float(j % 5 + 1) if kind == "rating" else None
+            uf = {"country": "DE"} if j % 7 == 0 else None
+            itf = {"genre": f"g{p % 2}"} if j % 11 == 0 else None
+            batch.append(Event(user, item, kind, value, ts, uf, itf))
+        out.append(batch)
+    return out
+
+
+@pytest.mark.parametrize(("loss", "opt"), VARIANTS)
+def test_eviction_forgets_idle_ids_and_keeps_the_rest_exactly(loss: str, opt: str) -> None:
+    rec = make(loss, opt, evict_after_s=120)
+    evicted_users: set[str] = set()
+    evicted_items: set[str] = set()
+    for batch in churn():
+        res = rec.learn(batch)
+        assert not res.skipped_nonfinite
+        evicted_users.update(res.evicted_users)
+        evicted_items.update(res.evicted_items)
+    # phases 0-2 are over 2 minutes old at the end: forgotten; stable ids never
+    assert {u for u in evicted_users if u.startswith("u0_")}
+    assert not {x for x in evicted_users | evicted_items if x[0] in "sk"}
+    for u in evicted_users:
+        assert rec.user_vector(u) is None
+    known_items = set(rec.item_vectors().ids)
+    assert not evicted_items & known_items and {"k0", "k1", "k2"} <= known_items
+    assert rec.n_users < 5 + 4 * 12  # stable users and at most the last phases' own
+    for name, arr in state(rec).items():
+        assert np.isfinite(arr).all(), name
+
+    # One pass by hand: every id kept has exactly its vector, bias, popularity and history.
+    before_u = {u: rec.user_vector(u) for u in rec.users.ids.ids}
+    m = rec.item_vectors()
+    before_i = {i: (m.vectors[j].copy(), m.biases[j]) for j, i in enumerate(m.ids)}
+    before_pop = rec.popularity.scores()
+    rec._clock_ms += 60_000  # a minute later, with no events: the newest phase's ids stay
+    rec._evicted_at_ms = 0
+    gone_users, gone_items = rec._maybe_evict()
+    assert gone_users and gone_items
+    assert set(rec.users.ids.ids) == set(before_u) - set(gone_users)
+    for u in rec.users.ids.ids:
+        vec, bias = rec.user_vector(u)  # type: ignore[misc]
+        np.testing.assert_array_equal(vec, before_u[u][0])  # type: ignore[index]
+        assert bias == before_u[u][1]  # type: ignore[index]
+    m2 = rec.item_vectors()
+    assert set(m2.ids) == set(before_i) - set(gone_items)
+    for j, i in enumerate(m2.ids):
+        np.testing.assert_array_equal(m2.vectors[j], before_i[i][0])
+        assert m2.biases[j] == before_i[i][1]
+    assert rec.popularity.scores() == {
+        i: s for i, s in before_pop.items() if i not in set(gone_items)
+    }
+    assert all(r < len(m2.ids) for r in rec.sampler.buffer[: rec.sampler.filled])
+    # an evicted user who comes back starts afresh and learns
+    back = [Event(gone_users[0], "k0", "click", None, rec._clock_ms + j) for j in range(3)]
+    assert not rec.learn(back).skipped_nonfinite
+    assert rec.user_vector(gone_users[0]) is not None
+    recs = rec.recommend(gone_users[0], 5)
+    assert recs and not {i for i, _ in recs} & set(gone_items)
+
+
+@pytest.mark.parametrize(("loss", "opt"), VARIANTS)
+def test_eviction_survives_save_restore_bit_for_bit(loss: str, opt: str, tmp_path: Path) -> None:
+    parts = churn(phases=8, per_phase=90)
+    a = make(loss, opt, evict_after_s=100)
+    for batch in parts[:4]:
+        a.learn(batch)
+    assert a.n_users < len({e.user for b in parts[:4] for e in b})  # evicted some already
+    a.save(tmp_path / "ckpt")
+    b, _ = OnlineRecommender.restore(tmp_path / "ckpt")
+    assert_same_state(a, b)
+    for batch in parts[4:]:
+        ra, rb = a.learn(batch), b.learn(batch)
+        assert ra == rb
+    assert_same_state(a, b)
+    np.testing.assert_array_equal(a.users.last_ts, b.users.last_ts)  # type: ignore[arg-type]
+    assert a.recommend_many(["s0", "s1", "nobody"], 5) == b.recommend_many(
+        ["s0", "s1", "nobody"], 5
+    )
