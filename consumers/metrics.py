@@ -57,6 +57,12 @@ class TrainerMetrics:
             "Times the trainer rejoined its consumer group after being left with no partitions",
             registry=r,
         )
+        self.evicted = Counter(
+            "streamrec_evicted_total",
+            "Ids the model forgot after evict_after_s without an event",
+            ["kind"],
+            registry=r,
+        )
         self.lists_refreshed = Counter(
             "streamrec_lists_refreshed_total", "Precomputed top-K lists written", registry=r
         )

@@ -150,6 +150,9 @@ class Trainer:
         self.model_offsets: dict[str, int] = {}
         self.stored_offsets: dict[str, int] = {}
         self.user_counts: Counter[str] = Counter()
+        # ids the model evicted, to delete from Redis with the next write
+        self._evicted_users: list[str] = []
+        self._evicted_items: list[str] = []
         self.seen: dict[str, _Seen] = {}
         # users whose precomputed list is older than their vector, least recently refreshed
         # first (a dict keeps insertion order; a user touched again keeps their place)
@@ -577,6 +580,8 @@ class Trainer:
         t_learn = time.perf_counter()
         result = self.model.learn(events, touched=False)
         self._phase("learn", t_learn)
+        if result.evicted_users or result.evicted_items:
+            self._forget(result.evicted_users, result.evicted_items)
         self._unwritten = True
         if result.skipped_nonfinite:
             self.stats.skipped_nonfinite += 1
@@ -614,6 +619,18 @@ class Trainer:
         self._update_lag(ends)
         if self.on_batch is not None:
             self.on_batch(self.stats)
+
+    def _forget(self, users: list[str], items: list[str]) -> None:
+        """The model evicted these ids (ModelConfig.evict_after_s): drop them here, and from
+        Redis with the next write, which also rewrites the item matrix without the items."""
+        for u in users:
+            self.user_counts.pop(u, None)
+            self.seen.pop(u, None)
+            self.recs_due.pop(u, None)
+        self._evicted_users += users
+        self._evicted_items += items
+        self.metrics.evicted.labels("user").inc(len(users))
+        self.metrics.evicted.labels("item").inc(len(items))
 
     def _matrix_due(self) -> bool:
         """A batch skipped the item matrix and none has come since: write it now, so readers
@@ -660,13 +677,24 @@ class Trainer:
         for r, e in fresh:
             last[e.user] = (r, e)
             new_seen[e.user].append((e.item, e.ts))
-        users = list(last)
+        evicted_users, evicted_items = self._evicted_users, self._evicted_items
+        self._evicted_users, self._evicted_items = [], []
+        gone_users, gone_items = set(evicted_users), set(evicted_items)
+        # a user can be evicted by the batch that has their event (a later event in it moved
+        # the clock on by more than evict_after_s): nothing of theirs is written
+        users = [u for u in last if u not in gone_users] if gone_users else list(last)
         t_seen = time.perf_counter()
         for u in users:
             self.recs_due.setdefault(u)
         self._phase("seen", t_seen)
         t_recs = time.perf_counter()
         recs, recs_version = self._finished_lists()
+        if evicted_users or evicted_items:  # lists ranked before the eviction
+            recs = {
+                u: [(i, sc) for i, sc in lst if i not in gone_items]
+                for u, lst in recs.items()
+                if u not in gone_users
+            }
         ranked = list(recs)
         self._phase("recommend", t_recs)
         t_rows = time.perf_counter()
@@ -697,6 +725,7 @@ class Trainer:
         write_matrix = (
             force_matrix
             or catalogue
+            or bool(evicted_items)
             or self._matrix_written_at is None
             or (now - self._matrix_written_at) * 1000 >= self._matrix_interval_ms()
         )
@@ -738,6 +767,9 @@ class Trainer:
             recs_version=recs_version,
             # after the lists written here leave the set, the users still due go back in
             recs_due=[u for u in itertools.chain(users, ranked) if u in self.recs_due],
+            evicted_users=evicted_users,
+            evicted_items=evicted_items,
+            popularity_segments=self.model.popularity.segments() if evicted_items else (),
         )
         newest: dict[str, int] = {}
         for r, e in fresh:
@@ -1034,7 +1066,7 @@ def _await_group_metadata(consumer: KafkaConsumer, topic: str, timeout_s: float 
     """
     coordinator = getattr(consumer, "_coordinator", None)
     cluster = getattr(coordinator, "_cluster", None)
-    if coordinator is None or not hasattr(cluster, "request_update"):
+    if cluster is None or not hasattr(cluster, "request_update"):
         return  # internals changed: the _check_assignment watchdog still covers a stall
     cluster.request_update()
     deadline = time.monotonic() + timeout_s

@@ -108,6 +108,12 @@ class BatchWrite:
     # the model version the lists (here and in users' rows) were ranked at; None: `version`
     recs_version: int | None = None
     recs_due: Sequence[str] = ()  # users of this batch whose lists are left for later
+    # ids the model forgot (ModelConfig.evict_after_s): users lose their row, list and seen
+    # set (their side features stay, for the features path if they come back); items lose
+    # their row and leave the global popularity and every segment in `popularity_segments`
+    evicted_users: Sequence[str] = ()
+    evicted_items: Sequence[str] = ()
+    popularity_segments: Sequence[str] = ()
 
 
 # One script compares the offset fence and writes the whole batch, inside Redis: atomic like
@@ -140,6 +146,18 @@ if nf > 0 then
   end
 end
 local p, vb, ver = h.prefix, h.vec_bytes, h.version
+for _, id in ipairs(h.evict_users) do
+  redis.call('DEL', p .. 'u:{' .. id .. '}', p .. 'recs:{' .. id .. '}', p .. 'seen:{' .. id .. '}')
+end
+for s = 1, #h.evict_users, 4000 do
+  redis.call('SREM', h.due_key, unpack(h.evict_users, s, math.min(s + 3999, #h.evict_users)))
+end
+for _, id in ipairs(h.evict_items) do redis.call('DEL', p .. 'i:{' .. id .. '}') end
+for _, key in ipairs(h.pop_keys) do
+  for s = 1, #h.evict_items, 4000 do
+    redis.call('ZREM', key, unpack(h.evict_items, s, math.min(s + 3999, #h.evict_items)))
+  end
+end
 for i, u in ipairs(h.users) do
   local id = u[1]
   local key = p .. 'u:{' .. id .. '}'
@@ -367,6 +385,12 @@ class RedisStore:
             "due_key": self.keys.recs_due(self.group),
             "due": list(b.recs_due),
             "meta": meta,
+            "evict_users": list(b.evicted_users),
+            "evict_items": list(b.evicted_items),
+            "pop_keys": [self.keys.popularity(None)]
+            + [self.keys.popularity(seg) for seg in b.popularity_segments]
+            if b.evicted_items
+            else [],
         }
         matrix = mbias = b""
         if b.matrix is not None:

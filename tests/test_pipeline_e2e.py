@@ -158,3 +158,40 @@ def test_deferred_lists_catch_up_when_idle(
         assert doc["ver"] >= int(ver) and len(doc["items"]) == 5, (u, doc, ver)
     answers = Recommender(redis_client, prefix=cfg.redis.prefix).recommend_many(users[:50], k=5)
     assert {a.source for a in answers} == {"precomputed"}
+
+
+def test_evicted_ids_leave_redis(config: Config, redis_client: Any, tmp_path: Any) -> None:
+    """With evict_after_s, users and items idle that long leave the model and Redis: rows,
+    lists, seen sets, the item matrix and popularity. Ids still active stay."""
+    cfg = config.replace(
+        trainer={"checkpoint_dir": str(tmp_path / "ckpt")}, model={"evict_after_s": 60}
+    )
+    keys = Keys(cfg.redis.prefix)
+    t0 = 1_700_000_000_000
+    old_users, old_items = ["o0", "o1", "o2"], ["x0", "x1", "x2", "x3"]
+    first = [e for n, u in enumerate(old_users) for e in _events(u, old_items, t0 + 10 * n)]
+    first += _events("stay", ["keep", "x0"], t0)
+    producer = kafka_io.make_producer(cfg.kafka)
+    kafka_io.publish(producer, cfg.kafka.events_topic, first)
+    run_trainer(cfg, len(first))
+    assert redis_client.exists(keys.user("o0")) and redis_client.exists(keys.item("x1"))
+    assert redis_client.zscore(keys.popularity(), "x1") is not None
+
+    later = t0 + 10 * 60_000  # ten minutes on: the old ids are idle for longer than 60 s
+    second = _events("stay", ["keep", "y0"], later) + _events("new", ["y0", "y1"], later)
+    kafka_io.publish(producer, cfg.kafka.events_topic, second)
+    producer.close()
+    t2 = run_trainer(cfg, len(second))
+    assert t2.stats.events == len(second)
+    for u in old_users:
+        assert not redis_client.exists(keys.user(u), keys.recs(u), keys.seen(u)), u
+    ids = set(orjson.loads(redis_client.get(keys.items_ids)))
+    assert ids >= {"keep", "y0", "y1"} and not ids & {"x1", "x2", "x3"}
+    for it in ("x1", "x2", "x3"):
+        assert not redis_client.exists(keys.item(it))
+        assert redis_client.zscore(keys.popularity(), it) is None
+    for u in ("stay", "new"):
+        assert redis_client.hget(keys.user(u), "vec") is not None
+    # a reader never offers an evicted item
+    out = Recommender(redis_client, prefix=cfg.redis.prefix).recommend("new", k=10)
+    assert not set(out.items) & {"x1", "x2", "x3"}
