@@ -61,6 +61,7 @@ class Ranker:
         self._idle = threading.Event()
         self._idle.set()
         self._wake = threading.Event()  # ends a rest early: shutting down or hurrying
+        self._job_share = share
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="streamrec-ranker", daemon=True)
         self._thread.start()
@@ -72,9 +73,11 @@ class Ranker:
             raise RuntimeError("the ranking thread failed") from self._error
         return self._idle.is_set()
 
-    def submit(self, job: RankJob) -> None:
+    def submit(self, job: RankJob, share: float | None = None) -> None:
+        """Start `job`; `share` (default: the ranker's own) sets the rest after it."""
         if not self.idle:
             raise RuntimeError("submit() while a job is running: check idle first")
+        self._job_share = self.share if share is None else min(share, 1.0)
         self._idle.clear()
         self._jobs.put(job)
 
@@ -113,8 +116,9 @@ class Ranker:
                 self._results.put(
                     RankResult(dict(zip(job.users, lists, strict=True)), job.version, job.epoch, dt)
                 )
-                if self.share < 1:
-                    self._wake.wait(dt * (1 - self.share) / self.share)
+                share = self._job_share  # a hurry() sets _wake: the wait ends at once
+                if share < 1:
+                    self._wake.wait(dt * (1 - share) / share)
                 self._idle.set()
         except BaseException as e:  # surfaced to the loop by `idle`
             log.exception("ranking thread failed")

@@ -153,6 +153,7 @@ class Trainer:
         # ids the model evicted, to delete from Redis with the next write
         self._evicted_users: list[str] = []
         self._evicted_items: list[str] = []
+        self._lag: dict[str, int] = {}  # records behind each partition's end, at its last batch
         self.seen: dict[str, _Seen] = {}
         # users whose precomputed list is older than their vector, least recently refreshed
         # first (a dict keeps insertion order; a user touched again keeps their place)
@@ -416,6 +417,8 @@ class Trainer:
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
         self.flush_writes()  # what we learned from them reaches Redis before they go
         self._owned.difference_update(revoked)
+        for tp in revoked:
+            self._lag.pop(offset_field(tp.topic, tp.partition), None)
         if revoked:
             log.info("revoked %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
@@ -867,6 +870,11 @@ class Trainer:
             return
         matrix = self._ranking_matrix()
         n_items = len(matrix.ids)
+        # More than a batch waiting in Kafka: the stream comes first. Lists are served in
+        # real time meanwhile; the ranker rests four times longer after this job.
+        share = self.cfg.trainer.recs_time_share
+        if sum(self._lag.values()) > self.cfg.trainer.batch_max_events:
+            share /= 4
         r.submit(
             RankJob(
                 users=known,
@@ -881,7 +889,8 @@ class Trainer:
                 ],
                 version=int(self.model.version),
                 epoch=self._epoch,
-            )
+            ),
+            share=share,
         )
 
     def _ranking_matrix(self) -> ItemMatrix:
@@ -957,7 +966,8 @@ class Trainer:
             topic, _, part = f.rpartition(":")
             high = self.consumer.highwater(TopicPartition(topic, int(part)))
             if high is not None:
-                self.metrics.lag.labels(part).set(max(0, high - off))
+                self._lag[f] = max(0, high - off)
+                self.metrics.lag.labels(part).set(self._lag[f])
 
     def _load_seen(self, users: list[str]) -> None:
         if not users:

@@ -6,7 +6,8 @@ Paths, in order (DESIGN.md "Read path"), and why each exists:
    and used only when at least as new as that vector, so a user never sees a list that ignores
    their latest events. A list older than `precomputed_max_age_ms` is skipped as well: it was
    ranked against an older catalogue, and new items (item cold start) only reach users who
-   stopped acting through the real-time path.
+   stopped acting through the real-time path. Items missing from a cached item matrix newer
+   than the list (evicted since it was ranked) are left out of it.
 2. `realtime`: the user's vector scored against the item matrix, cached in the process and
    re-read when `items:ver` changes (checked with one GET in the same round trip as the
    user's own keys), at most once per `matrix_refresh_ms`.
@@ -299,6 +300,16 @@ class _MatrixCache:
         return m
 
 
+def _matrix_time_ms(m: ItemMatrix) -> float:
+    """When the trainer wrote the snapshot (its version is time.time_ns() then); 0 if the
+    version is not a time (an older writer's counter): never newer than a list."""
+    try:
+        ver = int(m.ver)
+    except ValueError:
+        return 0.0
+    return ver / 1e6 if ver > 10**17 else 0.0
+
+
 def _decode_matrix(ver: bytes, ids_raw: Any, mat_raw: Any, bias_raw: Any) -> ItemMatrix:
     for name, raw in (("ids", ids_raw), ("matrix", mat_raw), ("bias", bias_raw)):
         if not isinstance(raw, bytes):
@@ -512,6 +523,12 @@ class Recommender:
             return None  # ranked against an older catalogue: let new items in
         if seen:
             pairs = [p for p in pairs if p[0] not in seen]
+        m = self._matrix.current
+        if m is not None and _matrix_time_ms(m) >= ts:
+            # The cached catalogue is newer than the list: an item it lacks was evicted (or
+            # dropped) since the list was ranked. An older cache says nothing about it.
+            index = m.index
+            pairs = [p for p in pairs if p[0] in index]
         if len(pairs) < k:
             return None
         pairs = pairs[:k]

@@ -560,3 +560,20 @@ def test_threads_share_one_recommender_while_the_matrix_changes(
         t.join()
     assert not errors, errors
     assert sources == {"precomputed", "realtime"}
+
+
+def test_precomputed_list_loses_items_a_newer_matrix_lacks(seed: Seed, rec: Recommender) -> None:
+    """An item evicted after a list was ranked is gone from the newer matrix: the list is
+    served without it. A matrix older than the list says nothing and filters nothing."""
+    now_ms = int(time.time() * 1000)
+    recs = [(i, 10.0 - n) for n, i in enumerate(ITEMS[:6])]
+    seed.user("u", np.ones(DIM, np.float32), recs=recs, recs_ts=now_ms)
+    kept = [i for i in ITEMS if i != "i02"]
+    seed.matrix(np.ones((len(kept), DIM), np.float32), ids=kept, ver=(now_ms + 5) * 10**6)
+    assert rec.item_matrix() is not None  # cached, as a serving process would have it
+    out = rec.recommend("u", k=4)
+    assert out.source == "precomputed" and out.items == ["i00", "i01", "i03", "i04"]
+    seed.matrix(np.ones((len(kept), DIM), np.float32), ids=kept, ver=(now_ms - 60_000) * 10**6)
+    rec2 = Recommender(rec.client, prefix=rec.keys.prefix)
+    assert rec2.item_matrix() is not None
+    assert rec2.recommend("u", k=4).items == ["i00", "i01", "i02", "i03"]
