@@ -2,8 +2,9 @@
 
 Ids are strings (PITFALLS: ids above 2^63 or negative overflow an int64 tensor), and the
 vocabulary is never fixed up front: a stream keeps bringing new users and items, so an id gets
-the next free row the first time it is seen. Rows are never reused, which keeps a row's learned
-embedding attached to its id across checkpoints.
+the next free row the first time it is seen. Rows move only when the model evicts idle ids
+(`ModelConfig.evict_after_s`): the survivors are renumbered in order and every row-indexed
+structure follows, so a row's learned embedding stays attached to its id across checkpoints.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Each table is one `tf.Variable` declared with an unknown first dimension, so the
 (which captures the variable, not its shape) never retraces when the table grows: growth is an
 `assign` of a twice-as-large tensor with the learned rows copied. Capacity doubles, so copying
 costs O(1) amortised per row. Rows are initialised when their id arrives, not when capacity
-grows, so a table's content depends only on the order ids arrived in, never on capacities; a
-restored model therefore draws the same initial rows as one that never stopped.
+grows, so a table's content depends only on the order ids arrived in (and on evictions,
+which compact it in place), never on capacities; a restored model therefore draws the same
+initial rows as one that never stopped.
 """
 
 from __future__ import annotations
