@@ -355,7 +355,7 @@ class Trainer:
         skip events Redis never saw; an older one is caught up by re-learning quietly.
         """
         configure_tensorflow(self.cfg.trainer.tf_threads)
-        from streamrec.model.online import OnlineRecommender
+        from streamrec.model.online import CheckpointMismatch, OnlineRecommender
 
         self.seen.clear()
         self.recs_due.clear()
@@ -372,7 +372,10 @@ class Trainer:
             return
         for path in reversed(_checkpoints(self.ckpt_dir)):
             try:
-                model, meta = OnlineRecommender.restore(path)
+                # today's settings apply; one the saved tables depend on must not change
+                model, meta = OnlineRecommender.restore(path, self.cfg.model)
+            except CheckpointMismatch:
+                raise
             except Exception as e:  # a damaged checkpoint: try the one before
                 log.warning("cannot restore %s: %s", path.name, e)
                 continue

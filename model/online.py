@@ -75,6 +75,15 @@ def _add_rows(out: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
         out[rows[take]] += values[take]
 
 
+# Settings a checkpoint's tables depend on: the shape of every table, which optimiser state
+# exists, what a hashed feature row means, and the time unit of the stored popularity.
+RESTORE_FIXED = ("dim", "optimizer", "feature_hash_buckets", "popularity_half_life_s")
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint cannot continue under the given model settings (see RESTORE_FIXED)."""
+
+
 class _Attribute(Sequence[Any]):
     """A lazy column of one attribute of the events: only the rows read cost anything."""
 
@@ -1071,14 +1080,47 @@ class OnlineRecommender:
         checkpoint.write(path, arrays, info)
 
     @classmethod
-    def restore(cls, path: str | Path) -> tuple[OnlineRecommender, dict[str, Any]]:
-        """The model saved at `path` and the caller's metadata saved with it."""
+    def restore(
+        cls, path: str | Path, config: ModelConfig | None = None
+    ) -> tuple[OnlineRecommender, dict[str, Any]]:
+        """The model saved at `path` and the caller's metadata saved with it.
+
+        Without `config` it continues with the settings it was saved with (bit for bit). With
+        one (a trainer's current settings), those settings apply from here on, except the
+        ones that shape what was learned (RESTORE_FIXED): a difference there raises
+        CheckpointMismatch naming them, rather than silently keep the saved ones.
+        """
         arrays, info = checkpoint.read(path)
         saved = dict(info["config"])
         # Checkpoints from before user_gradient_scale existed were trained without it (1.0):
         # continue them as they were trained, not with today's default.
         saved.setdefault("user_gradient_scale", 1.0)
-        config = ModelConfig(**saved)
+        saved_config = ModelConfig(**saved)
+        if config is not None:
+            fixed = [
+                f"{name}: saved {getattr(saved_config, name)!r}, "
+                f"configured {getattr(config, name)!r}"
+                for name in RESTORE_FIXED
+                if getattr(saved_config, name) != getattr(config, name)
+            ]
+            if fixed:
+                raise CheckpointMismatch(
+                    f"checkpoint {Path(path).name} cannot continue with these settings "
+                    f"({'; '.join(fixed)}): set them back, or start from an empty checkpoint "
+                    "folder (a new model)"
+                )
+            changed = {
+                f.name: (getattr(saved_config, f.name), getattr(config, f.name))
+                for f in dataclasses.fields(ModelConfig)
+                if getattr(saved_config, f.name) != getattr(config, f.name)
+            }
+            if changed:
+                log.info(
+                    "checkpoint %s continues with changed settings: %s",
+                    Path(path).name,
+                    ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()),
+                )
+        config = saved_config if config is None else config
         # Build without drawing hashed-feature rows twice: a fresh model draws them from the
         # seed, then everything, RNG included, is overwritten by the saved state.
         model = cls(config)

@@ -412,3 +412,25 @@ def test_eviction_survives_save_restore_bit_for_bit(loss: str, opt: str, tmp_pat
     assert a.recommend_many(["s0", "s1", "nobody"], 5) == b.recommend_many(
         ["s0", "s1", "nobody"], 5
     )
+
+
+def test_restore_applies_given_settings_and_refuses_structural_changes(tmp_path: Path) -> None:
+    """A trainer restores with its current settings: they apply, except those the saved
+    tables depend on, which fail naming the setting instead of being silently ignored."""
+    from streamrec.model.online import CheckpointMismatch
+
+    a = make("bpr", "sgd")
+    for batch in batches(stream(600)):
+        a.learn(batch)
+    a.save(tmp_path / "ckpt")
+    wanted = dataclasses.replace(a.config, learning_rate=0.2, negatives=4, evict_after_s=3600)
+    b, _ = OnlineRecommender.restore(tmp_path / "ckpt", wanted)
+    assert b.config == wanted
+    assert_same_state(a, b)  # same tables; only what comes next differs
+    assert (b.users.last_ts[: b.n_users] == b._clock_ms).all()  # type: ignore[index]
+    assert not b.learn(stream(100, seed=4)).skipped_nonfinite
+    for name, value in (("dim", 16), ("optimizer", "adagrad"), ("feature_hash_buckets", 64)):
+        with pytest.raises(CheckpointMismatch, match=name):
+            OnlineRecommender.restore(
+                tmp_path / "ckpt", dataclasses.replace(a.config, **{name: value})
+            )
