@@ -41,7 +41,7 @@ from streamrec.consumers.config import Config
 from streamrec.consumers.lease import Lease
 from streamrec.consumers.metrics import TrainerMetrics
 from streamrec.consumers.ranker import Ranker, RankJob
-from streamrec.model.base import ItemMatrix
+from streamrec.model.base import CheckpointMismatch, ItemMatrix
 from streamrec.streaming import kafka_io
 from streamrec.streaming.events import Event, EventRules, Rejected, parse
 from streamrec.streaming.keys import Keys, matrix_interval, offset_field
@@ -355,7 +355,7 @@ class Trainer:
         skip events Redis never saw; an older one is caught up by re-learning quietly.
         """
         configure_tensorflow(self.cfg.trainer.tf_threads)
-        from streamrec.model.online import CheckpointMismatch, OnlineRecommender
+        from streamrec.model.online import OnlineRecommender
 
         self.seen.clear()
         self.recs_due.clear()
@@ -1147,5 +1147,9 @@ def main(cfg: Config | None = None) -> int:
     cfg = cfg or Config.from_env()
     trainer = Trainer(cfg)
     trainer.install_signal_handlers()
-    trainer.run()
+    try:
+        trainer.run()
+    except CheckpointMismatch as e:
+        log.error("bad configuration: %s", e)
+        return 2
     return 0

@@ -36,6 +36,11 @@ class EventLike(Protocol):
     def item_features(self) -> Features | None: ...
 
 
+class CheckpointMismatch(ValueError):
+    """A checkpoint cannot continue under the given model settings (a setting its tables
+    depend on differs): bad configuration, not a damaged file."""
+
+
 @dataclass(frozen=True)
 class LearnResult:
     """What one `learn` call did, for metrics and for deciding what to write out."""

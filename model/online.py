@@ -26,7 +26,13 @@ import numpy as np
 import tensorflow as tf
 
 from streamrec.model import checkpoint, losses, towers
-from streamrec.model.base import EventLike, Features, ItemMatrix, LearnResult
+from streamrec.model.base import (
+    CheckpointMismatch,
+    EventLike,
+    Features,
+    ItemMatrix,
+    LearnResult,
+)
 from streamrec.model.config import ModelConfig
 from streamrec.model.ids import (
     FeatureSpace,
@@ -78,10 +84,6 @@ def _add_rows(out: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
 # Settings a checkpoint's tables depend on: the shape of every table, which optimiser state
 # exists, what a hashed feature row means, and the time unit of the stored popularity.
 RESTORE_FIXED = ("dim", "optimizer", "feature_hash_buckets", "popularity_half_life_s")
-
-
-class CheckpointMismatch(ValueError):
-    """A checkpoint cannot continue under the given model settings (see RESTORE_FIXED)."""
 
 
 class _Attribute(Sequence[Any]):

@@ -195,3 +195,22 @@ def test_evicted_ids_leave_redis(config: Config, redis_client: Any, tmp_path: An
     # a reader never offers an evicted item
     out = Recommender(redis_client, prefix=cfg.redis.prefix).recommend("new", k=10)
     assert not set(out.items) & {"x1", "x2", "x3"}
+
+
+def test_trainer_refuses_a_checkpoint_its_settings_cannot_continue(
+    config: Config, tmp_path: Any, caplog: Any
+) -> None:
+    """Changing the dimension under a trained model is bad configuration: the trainer stops
+    at start with exit code 2 and a message naming the setting (it used to keep the saved
+    settings without a word)."""
+    from streamrec.consumers import trainer
+
+    cfg = config.replace(trainer={"checkpoint_dir": str(tmp_path / "ckpt")})
+    events = _events("alice", ITEMS[:5], 1_700_000_000_000)
+    producer = kafka_io.make_producer(cfg.kafka)
+    kafka_io.publish(producer, cfg.kafka.events_topic, events)
+    producer.close()
+    run_trainer(cfg, len(events))  # leaves a checkpoint at dimension 8
+    with caplog.at_level("ERROR", logger="streamrec.trainer"):
+        assert trainer.main(cfg.replace(model={"dim": 16})) == 2
+    assert "dim: saved 8, configured 16" in caplog.text
