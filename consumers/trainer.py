@@ -909,7 +909,8 @@ class Trainer:
         if cached is not None:
             built_at, m = cached
             age_ms = (now - built_at) * 1000
-            if age_ms < matrix_interval(self.cfg.trainer.matrix_every_ms, m.vectors.nbytes):
+            nbytes = m.vectors.nbytes + m.biases.nbytes  # as a reader counts its snapshot
+            if age_ms < matrix_interval(self.cfg.trainer.matrix_every_ms, nbytes):
                 return m
         m = self.model.item_vectors()  # cached by the model until its next step
         self._rank_matrix = (now, m)

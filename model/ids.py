@@ -139,3 +139,11 @@ def grow_rows(a: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros((cap, *a.shape[1:]), dtype=a.dtype)
     out[: a.shape[0]] = a
     return out
+
+
+def keep_rows(a: np.ndarray, live: np.ndarray) -> np.ndarray:
+    """`a` with rows `live` moved to the front, in order, and zeros after (same length): the
+    numpy counterpart of `GrowingTable.keep_rows`, for counters when ids are evicted."""
+    out = np.zeros_like(a)
+    out[: live.shape[0]] = a[live]
+    return out

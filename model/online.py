@@ -41,6 +41,7 @@ from streamrec.model.ids import (
     encode_strings,
     feature_tokens,
     grow_rows,
+    keep_rows,
 )
 from streamrec.model.popularity import DecayedPopularity
 from streamrec.model.ranking import rank_lists, top_k_rows
@@ -195,13 +196,9 @@ class _Side:
         self._pairs = None
         self.emb.keep_rows(live)
         self.bias.keep_rows(live)
-        count = np.zeros_like(self.count)
-        count[: live.shape[0]] = self.count[live]
-        self.count = count
+        self.count = keep_rows(self.count, live)
         assert self.last_ts is not None
-        last = np.zeros_like(self.last_ts)
-        last[: live.shape[0]] = self.last_ts[live]
-        self.last_ts = last
+        self.last_ts = keep_rows(self.last_ts, live)
         self.n_init = int(live.shape[0])
         return remap, evicted
 

@@ -20,7 +20,14 @@ import numpy as np
 
 from streamrec.model.base import EventLike
 from streamrec.model.config import DEFAULT_EVENT_WEIGHTS, ModelConfig
-from streamrec.model.ids import IdMap, decode_strings, encode_strings, feature_tokens, grow_rows
+from streamrec.model.ids import (
+    IdMap,
+    decode_strings,
+    encode_strings,
+    feature_tokens,
+    grow_rows,
+    keep_rows,
+)
 from streamrec.model.ranking import top_k
 
 _REBASE_AT = 32.0  # half-lives ahead of the reference before it moves (values up to 2^32)
@@ -174,10 +181,7 @@ class DecayedPopularity:
         """Follow the owner's compaction of its items (old row -> new row, -1: evicted)."""
         n = remap.shape[0]
         self._grow(n)
-        live = np.flatnonzero(remap >= 0)
-        counts = np.zeros_like(self._counts)
-        counts[: live.shape[0]] = self._counts[live]
-        self._counts = counts
+        self._counts = keep_rows(self._counts, np.flatnonzero(remap >= 0))
         new_row = remap.tolist()
         self._segments = {
             seg: {new_row[r]: v for r, v in d.items() if new_row[r] >= 0}

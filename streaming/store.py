@@ -146,18 +146,18 @@ if nf > 0 then
   end
 end
 local p, vb, ver = h.prefix, h.vec_bytes, h.version
+-- cmd key members..., in calls of at most 4000 members (unpack's stack limit)
+local function each_chunk(cmd, key, list)
+  for s = 1, #list, 4000 do
+    redis.call(cmd, key, unpack(list, s, math.min(s + 3999, #list)))
+  end
+end
 for _, id in ipairs(h.evict_users) do
   redis.call('DEL', p .. 'u:{' .. id .. '}', p .. 'recs:{' .. id .. '}', p .. 'seen:{' .. id .. '}')
 end
-for s = 1, #h.evict_users, 4000 do
-  redis.call('SREM', h.due_key, unpack(h.evict_users, s, math.min(s + 3999, #h.evict_users)))
-end
+each_chunk('SREM', h.due_key, h.evict_users)
 for _, id in ipairs(h.evict_items) do redis.call('DEL', p .. 'i:{' .. id .. '}') end
-for _, key in ipairs(h.pop_keys) do
-  for s = 1, #h.evict_items, 4000 do
-    redis.call('ZREM', key, unpack(h.evict_items, s, math.min(s + 3999, #h.evict_items)))
-  end
-end
+for _, key in ipairs(h.pop_keys) do each_chunk('ZREM', key, h.evict_items) end
 for i, u in ipairs(h.users) do
   local id = u[1]
   local key = p .. 'u:{' .. id .. '}'
@@ -189,12 +189,8 @@ for _, u in ipairs(h.users) do
   if u[4] ~= '' then done[#done + 1] = u[1] end
 end
 for _, r in ipairs(h.recs) do done[#done + 1] = r[1] end
-for s = 1, #done, 4000 do
-  redis.call('SREM', h.due_key, unpack(done, s, math.min(s + 3999, #done)))
-end
-for s = 1, #h.due, 4000 do
-  redis.call('SADD', h.due_key, unpack(h.due, s, math.min(s + 3999, #h.due)))
-end
+each_chunk('SREM', h.due_key, done)
+each_chunk('SADD', h.due_key, h.due)
 for i, it in ipairs(h.items) do
   local vec = string.sub(ivecs, (i - 1) * vb + 1, i * vb)
   redis.call('HSET', p .. 'i:{' .. it[1] .. '}', 'vec', vec, 'bias', it[2], 'ver', ver)
