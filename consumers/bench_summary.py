@@ -165,22 +165,35 @@ def _serving_rows(d: dict[str, Any]) -> list[Row]:
                 f"recommend(user, 10) {r['path']}, {r['threads']} client(s), "
                 f"{d.get('items', 0):,} items",
                 f"p50 {r['p50_ms']:.3f} / p99 {r['p99_ms']:.3f} ms "
-                f"(plain GET p99 {r['get_p99_ms']:.3f} ms)",
+                f"(plain GET p99 {r['get_p99_ms']:.3f} ms"
+                + (
+                    f"; scoring alone p99 {r['score_only_p99_ms']:.3f} ms)"
+                    if "score_only_p99_ms" in r
+                    else ")"
+                ),
                 "(reported)" if limit is None else f"p99 <= {limit:g} ms",
                 "n/a" if limit is None else _met(r["p99_ms"] <= limit),
             )
         )
     mem = d.get("memory")
     if mem:
-        ratio = mem.get("ratio_user_hash_to_raw")
+        # The deployed key names when the run measured them (default prefix, scratch
+        # database); else the benchmark's own longer throwaway prefix, which costs more.
+        lay = mem.get("default_layout") or {}
+        if "user_hash_bytes" in lay:
+            nbytes, where = lay["user_hash_bytes"], f"keys like {lay['key_example']}"
+            floor = f"; bare string floor {lay['raw_string_floor_bytes']:.0f} B"
+        else:
+            nbytes, where = mem["bytes_per_user"]["user_hash"], "benchmark prefix"
+            floor = ""
+        ratio = nbytes / mem["raw_vector_bytes"]
         rows.append(
             (
                 f"Redis memory of a user's vector hash vs raw vector bytes "
-                f"({mem.get('user_hash_encoding')})",
-                f"{_num(ratio, '.2f')}x ({mem['bytes_per_user']['user_hash']:.0f} B vs "
-                f"{mem['raw_vector_bytes']} B)",
+                f"({mem.get('user_hash_encoding')}, {where})",
+                f"{ratio:.2f}x ({nbytes:.0f} B vs {mem['raw_vector_bytes']} B{floor})",
                 "<= 1.5x",
-                _met(ratio is not None and ratio <= 1.5),
+                _met(ratio <= 1.5),
             )
         )
     return rows

@@ -558,7 +558,7 @@ class Recommender:
                 m.dim,
             )
             return None
-        items, scores = _score(m, vec, seen, k)
+        items, scores = score_vector(m, vec, seen, k)
         if not items:
             return None
         return Recommendations(user, items, scores, "realtime")
@@ -644,7 +644,7 @@ class Recommender:
                     m.dim,
                 )
             return None
-        items, scores = _score(m, total, p.seen, k)
+        items, scores = score_vector(m, total, p.seen, k)
         return Recommendations(p.user, items, scores, "features") if items else None
 
     # -- helpers --------------------------------------------------------------------------
@@ -696,7 +696,9 @@ class Recommender:
         return [p[0] for p in best], [p[1] for p in best]
 
 
-def _score(m: ItemMatrix, vec: np.ndarray, seen: set[str], k: int) -> tuple[list[str], list[float]]:
+def score_vector(
+    m: ItemMatrix, vec: np.ndarray, seen: set[str], k: int
+) -> tuple[list[str], list[float]]:
     """Scores as the trainer ranks them (float32 product plus item bias, then
     `model.ranking.top_k`, ties by id), so both paths order one state the same way. Kept in
     float32, as the trainer does: a float64 copy orders identically but made the selection
