@@ -57,7 +57,7 @@ SOURCE_POPULARITY = "popularity"
 _ADAGRAD_EPS = 1e-7  # Keras's Adagrad epsilon
 _SCORE_CHUNK = 8_000_000  # scores per block in batch scoring (32 MB of float32)
 
-_N_INTS = 15  # index arrays packed into one tensor per step call (see `learn`)
+_N_INTS = 17  # index arrays packed into one tensor per step call (see `learn`)
 _N_FLOATS = 11
 _I32 = tf.TensorSpec([None], tf.int32)
 _F32 = tf.TensorSpec([None], tf.float32)
@@ -99,6 +99,30 @@ class _Attribute(Sequence[Any]):
 
     def __getitem__(self, j: Any) -> Any:
         return getattr(self._events[j], self._name)
+
+
+_NONE = np.zeros(0, np.int64)
+
+
+def _accidental_hits(r_i: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(event, column) of every shared negative that is the event's own positive item.
+
+    One sort and two binary searches, O((B + N) log N), instead of comparing all B x N pairs
+    in the step (a pass over 4M pairs at B = 4096, N = 1024). Negatives may repeat.
+    """
+    if not r_i.shape[0] or not neg.shape[0]:
+        return _NONE, _NONE
+    order = np.argsort(neg, kind="stable")
+    sorted_neg = neg[order]
+    lo = np.searchsorted(sorted_neg, r_i, "left")
+    count = np.searchsorted(sorted_neg, r_i, "right") - lo
+    total = int(count.sum())
+    if not total:
+        return _NONE, _NONE
+    rows = np.repeat(np.arange(r_i.shape[0]), count)
+    # Each event's hits are order[lo : lo + count]: its start, plus the position in its run.
+    within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+    return rows, order[np.repeat(lo, count) + within]
 
 
 def _add_counts(counts: np.ndarray, rows: np.ndarray) -> None:
@@ -472,11 +496,14 @@ class OnlineRecommender:
             cand_logq = np.log(cand_count)
         else:
             cand = r_cand = cand_logq = np.zeros(0)
+        neg_cols = i_inv[nr + nq :]
+        hits = _accidental_hits(r_i, neg_cols) if cfg.loss == "bpr" else (_NONE, _NONE)
         uf_set, uf_e, uf_f = self.users.batch_pairs(u_set)
         if_set, if_e, if_f = self.items.batch_pairs(i_set)
         ints = [
             u_set, uf_set, uf_e, uf_f, i_set, if_set, if_e, if_f,
-            u_inv[:nr], r_i, i_inv[nr + nq :], cand, r_cand, u_inv[nr:], i_inv[nr : nr + nq],
+            u_inv[:nr], r_i, neg_cols, cand, r_cand, u_inv[nr:], i_inv[nr : nr + nq],
+            *hits,
         ]  # fmt: skip
         floats = [w_rank[r], neg_logq, cand_logq, w_pt[q], y_pt[q], np.asarray([nr + nq])]
         floats += self._row_scales(nr, nq, u_inv, i_inv, u_set, i_set, uf_set, uf_e, uf_f)
@@ -734,7 +761,7 @@ class OnlineRecommender:
         def step(ints: tf.Tensor, sizes: tf.Tensor, floats: tf.Tensor) -> tuple[Any, Any]:
             (
                 u_set, uf_set, uf_e, uf_f, i_set, if_set, if_e, if_f,
-                r_u, r_i, neg, cand, r_cand, p_u, p_i,
+                r_u, r_i, neg, cand, r_cand, p_u, p_i, hit_b, hit_j,
             ) = tf.split(ints, sizes[:_N_INTS], num=_N_INTS)  # fmt: skip
             (
                 r_w, neg_logq, cand_logq, p_w, p_y, n_active,
@@ -768,9 +795,9 @@ class OnlineRecommender:
                     pr = tf.gather(p, r_u)
                     neg_q = tf.gather(qv, neg)
                     neg_b = tf.gather(bi, neg)
-                    not_hit = tf.cast(neg[None, :] != r_i[:, None], tf.float32)
-                    negs = tf.matmul(pr, neg_q, transpose_b=True) + neg_b[None, :]
                     if softmax:
+                        not_hit = tf.cast(neg[None, :] != r_i[:, None], tf.float32)
+                        negs = tf.matmul(pr, neg_q, transpose_b=True) + neg_b[None, :]
                         cq = tf.gather(qv, cand)
                         in_batch = tf.matmul(pr, cq, transpose_b=True) + tf.gather(bi, cand)[None]
                         mask = tf.concat([tf.ones_like(in_batch), not_hit], axis=1)
@@ -783,7 +810,7 @@ class OnlineRecommender:
                         )
                     else:
                         pos = tf.reduce_sum(pr * tf.gather(qv, r_i), axis=1) + tf.gather(bi, r_i)
-                        loss += losses.bpr(pos, negs, r_w, not_hit)
+                        loss += losses.bpr_shared(pr, pos, neg_q, neg_b, r_w, hit_b, hit_j)
                 if has_pt:
                     scores = (
                         x["b0"][0]
