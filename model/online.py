@@ -57,6 +57,7 @@ SOURCE_POPULARITY = "popularity"
 _ADAGRAD_EPS = 1e-7  # Keras's Adagrad epsilon
 _SCORE_CHUNK = 8_000_000  # scores per block in batch scoring (32 MB of float32)
 
+_PAD_MAX_WIDTH = 64  # features per entity kept in _Side's padded matrix
 _N_INTS = 17  # index arrays packed into one tensor per step call (see `learn`)
 _N_FLOATS = 11
 _I32 = tf.TensorSpec([None], tf.int32)
@@ -149,6 +150,9 @@ class _Side:
         self.features = FeatureSpace(config.feature_hash_buckets)
         self.tokens: dict[int, tuple[str, ...]] = {}  # row -> feature tokens (latest wins)
         self.frows: dict[int, np.ndarray] = {}  # row -> feature table rows of those tokens
+        # The same as a padded [rows, width] matrix (-1 = none), for vectorised lookups of a
+        # batch's feature pairs; None once some entity has more than _PAD_MAX_WIDTH features.
+        self._fpad: np.ndarray | None = np.full((64, 1), -1, np.int32)
         self.count = np.zeros(64, dtype=np.int64)  # events per id row
         fcap = config.feature_hash_buckets or config.initial_capacity
         self.ftrained = np.zeros(max(64, fcap), dtype=bool)  # feature row seen in an event
@@ -170,13 +174,63 @@ class _Side:
             if self.tokens.get(row) == tokens:
                 return
             self.tokens[row] = tokens
-            self.frows[row] = self.features.rows(tokens)
+            fr = self.frows[row] = self.features.rows(tokens)
+            self._pad_set(row, fr)
         elif row in self.tokens:
             del self.tokens[row]
             del self.frows[row]
+            self._pad_set(row, None)
         else:
             return
         self._pairs = None
+
+    def clear_features(self) -> None:
+        self.tokens = {}
+        self.frows = {}
+        self._fpad = np.full((64, 1), -1, np.int32)
+        self._pairs = None
+
+    def _pad_set(self, row: int, fr: np.ndarray | None) -> None:
+        pad = self._fpad
+        if pad is None:
+            return
+        width = 0 if fr is None else fr.shape[0]
+        if width > _PAD_MAX_WIDTH:
+            self._fpad = None  # rare and wide: the dictionary serves from here on
+            return
+        if width > pad.shape[1]:
+            wider = np.full((pad.shape[0], max(width, 2 * pad.shape[1])), -1, np.int32)
+            wider[:, : pad.shape[1]] = pad
+            pad = wider
+        if row >= pad.shape[0]:
+            n_old = pad.shape[0]
+            pad = grow_rows(pad, row + 1)
+            pad[n_old:] = -1  # grow_rows fills with 0, which is a feature row
+        pad[row] = -1
+        if fr is not None:
+            pad[row, :width] = fr
+        self._fpad = pad
+
+    def feature_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(index into `rows`, feature row) of every feature of those entities, in order."""
+        pad = self._fpad
+        if pad is not None:
+            rows = np.asarray(rows, dtype=np.int64)
+            inside = rows < pad.shape[0]  # rows past the matrix have no features
+            if inside.all():
+                sub = pad[rows]
+            else:
+                sub = np.full((rows.shape[0], pad.shape[1]), -1, np.int32)
+                sub[inside] = pad[rows[inside]]
+            ents, cols = np.nonzero(sub >= 0)
+            return ents, sub[ents, cols].astype(np.int64)
+        get = self.frows.get
+        found = [(j, f) for j, f in enumerate(map(get, rows.tolist())) if f is not None]
+        if not found:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        counts = np.fromiter((f.shape[0] for _, f in found), np.int64, len(found))
+        ents = np.repeat(np.fromiter((j for j, _ in found), np.int64, len(found)), counts)
+        return ents, np.concatenate([f for _, f in found]).astype(np.int64)
 
     def sync(self, rng: np.random.Generator, scale: float, now_ms: int = 0) -> bool:
         """Initialise rows of ids and feature tokens that arrived since the last call; a new
@@ -218,6 +272,12 @@ class _Side:
         self.tokens = {new_row[r]: t for r, t in self.tokens.items() if new_row[r] >= 0}
         self.frows = {new_row[r]: f for r, f in self.frows.items() if new_row[r] >= 0}
         self._pairs = None
+        if self._fpad is not None:
+            pad = self._fpad
+            kept = np.full(pad.shape, -1, np.int32)
+            inside = np.flatnonzero(live < pad.shape[0])  # new rows of the live rows in pad
+            kept[inside] = pad[live[inside]]
+            self._fpad = kept
         self.emb.keep_rows(live)
         self.bias.keep_rows(live)
         self.count = keep_rows(self.count, live)
@@ -228,19 +288,12 @@ class _Side:
 
     def batch_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(unique feature rows, pair entity index, pair feature index) for `rows`."""
-        found: list[tuple[int, np.ndarray]] = []
-        if self.frows:
-            get = self.frows.get
-            found = [(j, fr) for j, fr in enumerate(map(get, rows.tolist())) if fr is not None]
-        if not found:
+        ents, f_all = self.feature_pairs(rows) if self.frows else (_NONE, _NONE)
+        if not f_all.shape[0]:
             z = np.zeros(0, dtype=np.int32)
             return z, z, z
-        # one repeat, not an np.full per entity (9 ms of a 42 ms step at batch 512)
-        counts = np.fromiter((fr.shape[0] for _, fr in found), np.int64, len(found))
-        ents = np.repeat(np.fromiter((j for j, _ in found), np.int32, len(found)), counts)
-        f_all = np.concatenate([fr for _, fr in found])
         f_set, f_idx = np.unique(f_all, return_inverse=True)
-        return f_set.astype(np.int32), ents, f_idx.astype(np.int32)
+        return f_set.astype(np.int32), ents.astype(np.int32), f_idx.astype(np.int32)
 
     def all_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """(row, feature row) for every entity with features; cached until features change."""
@@ -268,15 +321,7 @@ class _Side:
             ents = np.repeat(np.arange(n, dtype=np.int64), fr.shape[0])
             feats = np.tile(np.asarray(fr, np.int64), n)
         else:
-            get = self.frows.get
-            found = [(j, f) for j, f in enumerate(map(get, rows.tolist())) if f is not None]
-            counts = np.fromiter((f.shape[0] for _, f in found), np.int64, len(found))
-            ents = np.repeat(np.fromiter((j for j, _ in found), np.int64, len(found)), counts)
-            feats = (
-                np.concatenate([f for _, f in found]).astype(np.int64)
-                if found
-                else np.zeros(0, np.int64)
-            )
+            ents, feats = self.feature_pairs(rows) if self.frows else (_NONE, _NONE)
         self._add_features(out, ents, feats)
         return out
 
@@ -323,6 +368,7 @@ class OnlineRecommender:
         self.skipped_nonfinite = 0  # batches whose update was skipped (non-finite loss/grads)
         self._want_touched = True
         self._mutations = 0  # bumps on every state change; keys the item-matrix cache
+        self._gbias: float | None = None  # cached global bias; None: read it again
         self._clock_ms = 0  # newest event time learned: the eviction clock
         self._evicted_at_ms = 0  # clock of the last eviction pass
         self._item_cache: tuple[int, np.ndarray, np.ndarray] | None = None
@@ -342,7 +388,11 @@ class OnlineRecommender:
 
     @property
     def global_bias(self) -> float:
-        return float(self.gbias.var[0].numpy())
+        # Read from TF only after a step that moved it (explicit feedback): the trainer asks
+        # every batch, and an eager read costs about half a millisecond.
+        if self._gbias is None:
+            self._gbias = float(self.gbias.var.numpy()[0])
+        return self._gbias
 
     @property
     def n_users(self) -> int:
@@ -523,6 +573,8 @@ class OnlineRecommender:
                 break
             total = float(loss_t)
         self._mutations += 1
+        if nq:
+            self._gbias = None
         if not ok:
             self.skipped_nonfinite += 1
             log.warning(
@@ -1159,8 +1211,7 @@ class OnlineRecommender:
             names = side.features.tokens.ids
             indptr = arrays[f"{s}_feat_indptr"].tolist()
             toks = arrays[f"{s}_feat_tokens"].tolist()
-            side.tokens = {}
-            side.frows = {}
+            side.clear_features()
             for j, ent in enumerate(arrays[f"{s}_feat_entities"].tolist()):
                 tokens = tuple(names[t] for t in toks[indptr[j] : indptr[j + 1]])
                 side.set_tokens(ent, tokens)
@@ -1187,6 +1238,7 @@ class OnlineRecommender:
                     saved_ts = np.full(side.n_init, model._clock_ms, np.int64)
                 side.last_ts = grow_rows(saved_ts.astype(np.int64), max(64, side.n_init))
         model.gbias.load(arrays["global_bias"], arrays.get("global_bias_acc"), 1)
+        model._gbias = None
         model.popularity.items = model.items.ids
         model.popularity.load_state(arrays, info["popularity"])
         model.sampler.load_state(arrays, info["sampler"])

@@ -68,6 +68,8 @@ def test_learn_columns_matches_learn(optimizer: str) -> None:
         )
         assert dataclasses.replace(ra, loss=0.0) == dataclasses.replace(rb, loss=0.0)
         np.testing.assert_array_equal(ra.loss, rb.loss)  # nan == nan here
+        # the cached global bias follows every step that moves it
+        assert a.global_bias == float(a.gbias.var.numpy()[0])
     sa, sb = snapshot(a), snapshot(b)
     assert sa.keys() == sb.keys()
     for k in sa:
