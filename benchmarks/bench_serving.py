@@ -152,7 +152,9 @@ def _pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
 
 
-def _memory(client: Any, keys: Keys, users: Sequence[str], dim: int) -> dict[str, Any]:
+def _memory(
+    client: Any, keys: Keys, users: Sequence[str], dim: int, scratch_db: int
+) -> dict[str, Any]:
     raw = dim * 4
     kinds = {"user_hash": keys.user, "recs": keys.recs, "seen": keys.seen}
     per: dict[str, float] = {}
@@ -170,7 +172,7 @@ def _memory(client: Any, keys: Keys, users: Sequence[str], dim: int) -> dict[str
     client.zadd(full, {f"item{n}": 1_767_225_600_000 + n for n in range(500)})
     seen_500 = int(client.memory_usage(full, samples=0) or 0)
     client.delete(full)
-    layout = _default_layout_memory(client, keys, users)
+    layout = _default_layout_memory(client, keys, users, scratch_db)
     try:
         conf = client.config_get("hash-max-listpack-value")
     except Exception:  # CONFIG may be disabled on a managed Redis
@@ -189,7 +191,9 @@ def _memory(client: Any, keys: Keys, users: Sequence[str], dim: int) -> dict[str
     }
 
 
-def _default_layout_memory(client: Any, keys: Keys, users: Sequence[str]) -> dict[str, Any]:
+def _default_layout_memory(
+    client: Any, keys: Keys, users: Sequence[str], scratch_db: int
+) -> dict[str, Any]:
     """The user hash under the key names a deployment has (default prefix `sr:`), beside the
     floor of one key per user: a bare string of the raw vector bytes under the same name.
 
@@ -199,7 +203,6 @@ def _default_layout_memory(client: Any, keys: Keys, users: Sequence[str]) -> dic
     database (DUMP/RESTORE, byte for byte the trainer's encoding) and are deleted after; if
     that database holds anything, nothing is written and the figure is left out.
     """
-    scratch_db = int(os.environ.get("STREAMREC_BENCH_SCRATCH_DB", "15"))
     db = client.connection_pool.connection_kwargs.get("db", 0)
     if scratch_db == db:
         return {"skipped": f"scratch db {scratch_db} is the benchmark's own database"}
@@ -252,6 +255,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=4000, help="per path and concurrency")
     p.add_argument("--threads", default="1,8", help="concurrent clients (processes)")
     p.add_argument("--k", type=int, default=10)
+    p.add_argument(
+        "--scratch-db",
+        type=int,
+        default=15,
+        help="empty logical database for the memory figure under the deployed key names",
+    )
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
@@ -337,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 row["ratio_p99"] = round(row["p99_ms"] / row["get_p99_ms"], 2)
                 results["runs"].append(row)
         results["wrong_source"] = wrong
-        results["memory"] = _memory(client, keys, pre[:200] + rt[:200], args.dim)
+        results["memory"] = _memory(client, keys, pre[:200] + rt[:200], args.dim, args.scratch_db)
     finally:
         results["deleted_keys"] = delete_prefix(client, prefix)
         client.close()
