@@ -9,8 +9,9 @@ Redis write, commit). Both figures and their ratio are printed and written as JS
 
 Freshness: a publisher sends at a steady rate while the trainer runs; for one event in
 `--sample-every` the benchmark notes when `send` was called and that it is the user's nth
-event, and a reader polls the user's event count (`n` in their hash, written with their
-vector) until it reaches n. Reported as p50/p95/p99 and a PNG.
+event, and a reader (a process of its own) polls the user's event count (`n` in their hash,
+written with their vector) until it reaches n. Reported as p50/p95/p99 and a PNG: the
+distribution, and every sample over the run, where a stall shows as a vertical streak.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing as mp
 import os
 import platform
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
@@ -157,6 +158,54 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         _cleanup(cfg)
 
 
+def _freshness_reader(redis_cfg: Any, prefix: str, samples: Any, results: Any) -> None:
+    """Poll each sampled user's event count until it reaches the sample's n; send back
+    {sample id: seconds from send to seen}, then how many were never seen.
+
+    A user's events share a partition (keyed by user), so they apply in publish order: n >= nth
+    means the sampled event is in Redis. Samples are looked at from the moment they are sent,
+    not once the producer has its acknowledgement (which would time the acknowledgement too).
+    perf_counter is CLOCK_MONOTONIC, one clock for every process of the machine.
+    """
+    import queue
+
+    from streamrec.streaming.keys import Keys
+    from streamrec.streaming.store import connect
+
+    keys = Keys(prefix)
+    r = connect(redis_cfg)
+    results.put("ready")
+    pending: dict[int, tuple[str, int, float]] = {}
+    timed: dict[int, float] = {}
+    finished_at: float | None = None
+    while True:
+        try:
+            while True:
+                item = samples.get_nowait()
+                if item is None:
+                    finished_at = time.perf_counter()
+                else:
+                    pending[item[0]] = item[1:]
+        except queue.Empty:
+            pass
+        if finished_at is not None and (not pending or time.perf_counter() - finished_at > 60):
+            break
+        if pending:
+            items = list(pending.items())
+            pipe = r.pipeline(transaction=False)
+            for _, (u, _, _) in items:
+                pipe.hget(keys.user(u), "n")
+            counts = pipe.execute()
+            now = time.perf_counter()
+            for (sid, (_, nth, t_send)), n_applied in zip(items, counts, strict=True):
+                if n_applied is not None and int(n_applied) >= nth:
+                    timed[sid] = now - t_send
+                    del pending[sid]
+        time.sleep(_READ_EVERY_S)
+    results.put(timed)
+    results.put(len(pending))
+
+
 def freshness(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from streamrec.streaming import kafka_io
     from streamrec.streaming.keys import Keys
@@ -210,41 +259,23 @@ def freshness(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         _cleanup(cfg)
         raise RuntimeError(f"the trainer did not learn the warm-up events: see {log_path}")
 
-    # sample id -> (user, the user's nth event, t_send, future)
-    pending: dict[int, tuple[str, int, float, Any]] = {}
     published: Counter[str] = Counter(str(e["user"]) for e in warm)
-    lock = threading.Lock()
-    latencies: list[float] = []
-    done = threading.Event()
-
-    def reader() -> None:
-        while not (done.is_set() and not pending):
-            with lock:
-                items = [(sid, u, k, t, f) for sid, (u, k, t, f) in pending.items() if f.is_done]
-            if not items:
-                time.sleep(_READ_EVERY_S)
-                continue
-            pipe = r.pipeline(transaction=False)
-            for _, u, _, _, _ in items:
-                pipe.hget(keys.user(u), "n")
-            counts = pipe.execute()
-            now = time.perf_counter()
-            for (sid, _u, nth, t_send, fut), n_applied in zip(items, counts, strict=True):
-                if fut.failed():
-                    with lock:
-                        pending.pop(sid, None)
-                    continue
-                # a user's events share a partition (keyed by user), so they apply in
-                # publish order: n >= nth means this sampled event is in Redis
-                if n_applied is not None and int(n_applied) >= nth:
-                    latencies.append(now - t_send)
-                    with lock:
-                        pending.pop(sid, None)
-            time.sleep(_READ_EVERY_S)
-
-    rd = threading.Thread(target=reader, daemon=True)
+    # The reader is a process of its own: as a thread of this one it shared the interpreter
+    # lock with the publishing loop (tens of microseconds per send, 5,000 a second), so its
+    # looks came late by whatever the publisher held.
+    ctx = mp.get_context("spawn")
+    samples: Any = ctx.Queue()
+    results: Any = ctx.Queue()
+    rd = ctx.Process(
+        target=_freshness_reader,
+        args=(cfg.redis, cfg.redis.prefix, samples, results),
+        daemon=True,
+    )
     rd.start()
+    if results.get(timeout=120) != "ready":
+        raise RuntimeError("the freshness reader did not start")
     producer = kafka_io.make_producer(cfg.kafka, linger_ms=1)
+    futures: dict[int, Any] = {}
     # Encoded before the clock starts: this process shares the 2 cores with the trainer
     # (publisher and reader took ~70 % of one core at 5k events/s), so it does no more than
     # sending while the trainer is measured.
@@ -260,12 +291,17 @@ def freshness(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         fut = producer.send(cfg.kafka.events_topic, key=key, value=value)
         published[user] += 1
         if i % args.sample_every == 0:
-            with lock:
-                pending[i] = (user, published[user], t_send, fut)
+            samples.put((i, user, published[user], t_send))
+            futures[i] = fut
     producer.flush()
     achieved = n / (time.perf_counter() - t0)
-    done.set()
-    rd.join(timeout=60)
+    samples.put(None)
+    timed: dict[int, float] = results.get(timeout=120)
+    unresolved: int = results.get(timeout=10)
+    rd.join(timeout=30)
+    # A sample whose send failed never reaches Redis as that event: not a latency.
+    kept = sorted(i for i in timed if not futures[i].failed())
+    latencies = [timed[i] for i in kept]
     trainer.send_signal(signal.SIGTERM)
     try:
         trainer.wait(timeout=60)
@@ -279,7 +315,7 @@ def freshness(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "achieved_rate_per_s": round(achieved),
         "duration_s": args.duration_s,
         "samples": int(lat_ms.size),
-        "unresolved_samples": len(pending),
+        "unresolved_samples": unresolved,
         "p50_ms": round(float(np.percentile(lat_ms, 50)), 1) if lat_ms.size else None,
         "p95_ms": round(float(np.percentile(lat_ms, 95)), 1) if lat_ms.size else None,
         "p99_ms": round(float(np.percentile(lat_ms, 99)), 1) if lat_ms.size else None,
@@ -293,14 +329,21 @@ def freshness(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 3.6))
+        # Left the distribution; right the same samples over the run, which shows whether the
+        # tail is spread out or a few stalls (each a vertical streak).
+        fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(11, 3.6), width_ratios=(1, 1.3))
         ax.hist(lat_ms, bins=60, color="tab:blue")
         for q, style in (("p50_ms", "--"), ("p99_ms", ":")):
             ax.axvline(res[q], color="black", linestyle=style, label=f"{q[:-3]} {res[q]} ms")
+            ax_t.axhline(res[q], color="black", linestyle=style)
         ax.set_xlabel("publish -> readable in Redis (ms)")
         ax.set_ylabel("sampled events")
         ax.set_title(f"Freshness at {achieved:,.0f} events/s")
         ax.legend()
+        ax_t.scatter(np.array(kept) / args.rate, lat_ms, s=2, color="tab:blue", alpha=0.5)
+        ax_t.set_xlabel("sent at (s into the run)")
+        ax_t.set_ylabel("publish -> readable (ms)")
+        ax_t.set_title("Over the run")
         fig.tight_layout()
         path = out / "freshness.png"
         fig.savefig(path, dpi=110)

@@ -137,7 +137,6 @@ def cmd_bench(args: argparse.Namespace, cfg: Config) -> int:
     each, their plots, and summary.md with the figures beside their targets; `bench summary`
     rebuilds summary.md from the JSON files already there.
     """
-    import importlib.util
     import subprocess
     import time
     from pathlib import Path
@@ -154,13 +153,10 @@ def cmd_bench(args: argparse.Namespace, cfg: Config) -> int:
         return 2
 
     def run(name: str, argv: list[str]) -> int:
-        spec = importlib.util.spec_from_file_location(
-            f"streamrec_bench_{name}", folder / f"bench_{name}.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return int(module.main(argv) or 0)
+        # Each in its own process, as `python benchmarks/bench_X.py` runs: in one process the
+        # model benchmark's TF and one-thread BLAS settings slowed the serving figures, and a
+        # benchmark's spawned helpers (the freshness reader) re-import it as a script.
+        return subprocess.call([sys.executable, str(folder / f"bench_{name}.py"), *argv])
 
     if args.name not in ("all", "summary"):
         return run(args.name, list(args.rest))
@@ -171,10 +167,7 @@ def cmd_bench(args: argparse.Namespace, cfg: Config) -> int:
     status: dict[str, str] = {}
     for name in names if args.name == "all" else []:
         t0 = time.monotonic()
-        # Each in its own process, as `python benchmarks/bench_X.py` runs: in one process the
-        # model benchmark's TF and one-thread BLAS settings slowed the serving figures.
-        argv = ["--json", str(out / f"{name}.json"), *extra.get(name, [])]
-        rc = subprocess.call([sys.executable, str(folder / f"bench_{name}.py"), *argv])
+        rc = run(name, ["--json", str(out / f"{name}.json"), *extra.get(name, [])])
         if rc != 0:  # one failed benchmark must not lose the others' figures
             log.error("benchmark %s exited %d", name, rc)
         status[name] = f"{time.monotonic() - t0:.0f} s, exit {rc}"

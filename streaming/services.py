@@ -62,6 +62,32 @@ KAFKA = "kafka"
 REDIS = "redis"
 SERVICES: tuple[str, ...] = (KAFKA, REDIS)
 
+# Redis settings streamrec relies on, shared by the local server's config file, the
+# testcontainers fixture and (checked by a test) docker-compose.yml.
+REDIS_SETTINGS: tuple[tuple[str, str], ...] = (
+    # DESIGN.md: state must survive a crash to the second, and is never evicted.
+    ("appendonly", "yes"),
+    ("appendfsync", "everysec"),
+    ("maxmemory-policy", "noeviction"),
+    # A user's hash holds a 256-byte vector: above the default 64-byte limit Redis stores the
+    # whole hash as a hashtable, 840 B instead of 376 B per user.
+    ("hash-max-listpack-value", "512"),
+    # The trainer rewrites every touched user and, once a second, the item matrix: at 5k
+    # events/s the AOF doubled every 8 s, and each rewrite (a fork writing the dataset for
+    # about a second) stalled the trainer on 2 shared cores into a 150-350 ms freshness spike.
+    # Rewrite at 5x the last rewrite's size instead (the AOF takes up to that on disk), and
+    # no RDB snapshots besides the AOF: they forked a full dump every minute under load.
+    ("auto-aof-rewrite-percentage", "400"),
+    ("auto-aof-rewrite-min-size", "256mb"),
+    ("save", '""'),
+)
+
+
+def redis_arguments() -> list[str]:
+    """REDIS_SETTINGS as redis-server command-line arguments."""
+    return [a for k, v in REDIS_SETTINGS for a in (f"--{k}", "" if v == '""' else v)]
+
+
 MIN_JAVA = 17
 # Kafka 4.1 ships log4j-core 2.24.3; the binding must be the slf4j 1.x one (log4j-slf4j-impl)
 # because Kafka resolves slf4j-api 1.7.36. The BOM import keeps all log4j jars on one version.
@@ -1038,15 +1064,7 @@ class _Redis(_Server):
             "supervised no\n"
             f"dir {q(self.data)}\n"
             f"logfile {q(self.log_file)}\n"
-            "loglevel notice\n"
-            # DESIGN.md: state must survive a crash to the second, and is never evicted.
-            "appendonly yes\n"
-            "appendfsync everysec\n"
-            "maxmemory-policy noeviction\n"
-            # A user's hash holds a 256-byte vector: above the default 64-byte limit Redis
-            # stores the whole hash as a hashtable, 840 B instead of 456 B per user.
-            "hash-max-listpack-value 512\n"
-            "save 3600 1 300 100 60 10000\n"
+            "loglevel notice\n" + "".join(f"{k} {v}\n" for k, v in REDIS_SETTINGS)
         )
 
 

@@ -156,8 +156,7 @@ def redis_url(request: pytest.FixtureRequest, docker_engine: bool, _local: Local
             from testcontainers.redis import RedisContainer
 
         container = RedisContainer(REDIS_IMAGE).with_command(
-            "redis-server --appendonly yes --maxmemory-policy noeviction"
-            " --hash-max-listpack-value 512"
+            ["redis-server", *services.redis_arguments()]
         )
         container.start()
         request.addfinalizer(container.stop)

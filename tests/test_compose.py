@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from streamrec.consumers.config import settings
+from streamrec.streaming import services
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -94,11 +95,11 @@ def test_trainer_points_at_the_compose_servers(compose: dict[str, Any]) -> None:
     assert env["STREAMREC_REDIS_URL"].startswith("redis://redis:6379")
 
 
-def test_redis_is_durable(compose: dict[str, Any]) -> None:
+def test_redis_has_the_project_settings(compose: dict[str, Any]) -> None:
+    # durable (AOF), never evicting, compact user hashes, rare AOF rewrites: the same
+    # arguments as the local server and the testcontainers fixture
     command = compose["services"]["redis"]["command"]
-    text = command if isinstance(command, str) else " ".join(str(c) for c in command)
-    assert "--appendonly yes" in text and "noeviction" in text
-    assert "--hash-max-listpack-value 512" in text  # users' vector hashes stay compact
+    assert [str(c) for c in command] == ["redis-server", *services.redis_arguments()]
 
 
 def test_environment_names_are_real_settings(compose: dict[str, Any]) -> None:

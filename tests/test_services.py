@@ -349,6 +349,7 @@ def test_generated_configs(tmp_path: Path) -> None:
         assert f"{line}\n" in conf
     assert "maxmemory-policy noeviction\n" in conf
     assert "hash-max-listpack-value 512\n" in conf
+    assert 'save ""\n' in conf and "auto-aof-rewrite-percentage 400\n" in conf
     pom = services.POM_TEMPLATE.substitute(
         kafka_version="4.1.1", log4j_version="2.24.3", plugin_version="3.8.1"
     )
