@@ -877,6 +877,9 @@ class _Kafka(_Server):
             "-XX:InitiatingHeapOccupancyPercent=35",
             "-XX:+ExplicitGCInvokesConcurrent",
             "-XX:+ExitOnOutOfMemoryError",
+            # Every pause with its wall time, for lining up a stall of the stream with the
+            # broker (bounded: two files of 10 MB).
+            f"-Xlog:gc:file={self.dir / 'gc.log'}:time,uptime:filecount=2,filesize=10m",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={self.dir}",
