@@ -152,17 +152,20 @@ def _pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
 
 
+def _mean_memory(client: Any, names: Sequence[str]) -> float:
+    """Mean `MEMORY USAGE` of these keys, in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.memory_usage(name, samples=0)
+    return statistics.fmean(int(x or 0) for x in pipe.execute())
+
+
 def _memory(
     client: Any, keys: Keys, users: Sequence[str], dim: int, scratch_db: int
 ) -> dict[str, Any]:
     raw = dim * 4
     kinds = {"user_hash": keys.user, "recs": keys.recs, "seen": keys.seen}
-    per: dict[str, float] = {}
-    for name, key_of in kinds.items():
-        pipe = client.pipeline(transaction=False)
-        for u in users:
-            pipe.memory_usage(key_of(u), samples=0)
-        per[name] = statistics.fmean(int(x or 0) for x in pipe.execute())
+    per = {name: _mean_memory(client, [key_of(u) for u in users]) for name, key_of in kinds.items()}
     total = sum(per.values())
     enc = client.object("encoding", keys.user(users[0]))
     matrix = int(client.memory_usage(keys.items_matrix, samples=0) or 0)
@@ -213,34 +216,30 @@ def _default_layout_memory(
     try:
         if scratch.dbsize():
             return {"skipped": f"scratch db {scratch_db} is not empty"}
-        real = Keys(RedisConfig.prefix)
+        names = [Keys(RedisConfig.prefix).user(u) for u in users]
         pipe = client.pipeline(transaction=False)
         for u in users:
             pipe.dump(keys.user(u))
             pipe.hget(keys.user(u), "vec")
         dumps = pipe.execute()
         pipe = scratch.pipeline(transaction=False)
-        for u, blob in zip(users, dumps[0::2], strict=True):
-            pipe.restore(real.user(u), 0, blob)
+        for name, blob in zip(names, dumps[0::2], strict=True):
+            pipe.restore(name, 0, blob)
         pipe.execute()
+        hashes = _mean_memory(scratch, names)
         pipe = scratch.pipeline(transaction=False)
-        for u in users:
-            pipe.memory_usage(real.user(u), samples=0)
-        hashes = [int(x or 0) for x in pipe.execute()]
-        pipe = scratch.pipeline(transaction=False)
-        for u, vec in zip(users, dumps[1::2], strict=True):
-            pipe.delete(real.user(u))
-            pipe.set(real.user(u), vec)
-            pipe.memory_usage(real.user(u), samples=0)
-            pipe.delete(real.user(u))
-        floors = [int(x or 0) for x in pipe.execute()[2::4]]
+        for name, vec in zip(names, dumps[1::2], strict=True):
+            pipe.set(name, vec)  # replaces the hash
+        pipe.execute()
+        floors = _mean_memory(scratch, names)
+        scratch.delete(*names)
     finally:
         scratch.close()
     return {
         "prefix": RedisConfig.prefix,
-        "key_example": real.user(users[0]),
-        "user_hash_bytes": round(statistics.fmean(hashes), 1),
-        "raw_string_floor_bytes": round(statistics.fmean(floors), 1),
+        "key_example": names[0],
+        "user_hash_bytes": round(hashes, 1),
+        "raw_string_floor_bytes": round(floors, 1),
     }
 
 

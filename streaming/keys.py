@@ -76,7 +76,8 @@ MATRIX_FULL_BYTES = 1 << 20  # 4k items at dimension 64
 def matrix_interval(interval: float, nbytes: int) -> float:
     """How long an item-matrix snapshot of `nbytes` is kept before the next one, for the
     writer (trainer) and every reader: `interval` at MATRIX_FULL_BYTES and more, shorter in
-    proportion below, so snapshots move at most MATRIX_FULL_BYTES per `interval`.
+    proportion below, so a small snapshot moves no more bytes per `interval` than one of
+    MATRIX_FULL_BYTES (a bigger one moves its own size once per `interval`).
 
     A fixed interval bounds the traffic of a big catalogue but leaves a small one (100 items,
     a few kB) stale for nothing: the pipeline's evaluation then trailed its in-process twin
