@@ -1,8 +1,10 @@
 """Trainer pieces that need no servers: the batch window counts from when a batch's oldest
-record arrived (`_arrival`); ranking jobs reuse an item matrix as long as readers keep theirs."""
+record arrived (`_arrival`); ranking jobs reuse an item matrix as long as readers keep theirs;
+collector passes are timed into the metrics."""
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 from streamrec.consumers.config import Config
+from streamrec.consumers.metrics import TrainerMetrics
 from streamrec.consumers.trainer import Trainer, _arrival
 from streamrec.model.base import ItemMatrix
 
@@ -68,3 +71,29 @@ def test_ranking_jobs_reuse_the_item_matrix_as_long_as_readers_keep_theirs() -> 
     time.sleep(0.01)
     Trainer._ranking_matrix(small)  # type: ignore[arg-type]
     assert small.model.builds == 2
+
+
+def _gc_passes(m: TrainerMetrics, generation: str) -> float:
+    value = m.registry.get_sample_value(
+        "streamrec_gc_pause_seconds_count", {"generation": generation}
+    )
+    return value or 0.0
+
+
+def test_collector_passes_are_timed_by_generation_until_unwatched() -> None:
+    m = TrainerMetrics()
+    unwatch = m.watch_gc()
+    try:
+        gc.collect(0)
+        gc.collect(2)
+        gc.collect(2)
+    finally:
+        unwatch()
+    # passes the collector runs by itself may add to these counts, never take from them
+    assert _gc_passes(m, "0") >= 1
+    assert _gc_passes(m, "2") >= 2
+    total = m.registry.get_sample_value("streamrec_gc_pause_seconds_sum", {"generation": "2"})
+    assert total is not None and total > 0
+    before = _gc_passes(m, "2")
+    gc.collect(2)
+    assert _gc_passes(m, "2") == before
