@@ -88,25 +88,56 @@ def _cleanup(cfg: Any) -> None:
     delete_prefix(connect(cfg.redis), cfg.redis.prefix)
 
 
-def _raw_consume(cfg: Any, n: int) -> float:
-    """Records/s of a bare kafka-python consumer over the same topic: the ceiling."""
+def _consume(cfg: Any, n: int, parse: bool = False, keep: int = 0) -> tuple[float, list[Any]]:
+    """Records/s of a bare kafka-python consumer over the same topic: the ceiling.
+
+    With `parse`, each record is also decoded and validated as the trainer does (its rules),
+    and the first `keep` events are returned: the ceiling of any trainer that must read each
+    record in Python, and the events for timing the model alone.
+    """
     from kafka import TopicPartition
 
+    from streamrec.consumers.trainer import event_rules
     from streamrec.streaming import kafka_io
+    from streamrec.streaming.events import Rejected
+    from streamrec.streaming.events import parse as parse_event
 
+    rules = event_rules(cfg)
     c = kafka_io.make_consumer(cfg.kafka, None)
     parts = c.partitions_for_topic(cfg.kafka.events_topic) or set()
     tps = [TopicPartition(cfg.kafka.events_topic, p) for p in parts]
     c.assign(tps)
     c.seek_to_beginning(*tps)
     got = 0
+    kept: list[Any] = []
     t0 = time.perf_counter()
     while got < n:
         for recs in c.poll(timeout_ms=500, max_records=cfg.kafka.max_poll_records).values():
             got += len(recs)
+            if parse:
+                now_ms = int(time.time() * 1000)
+                evs = [parse_event(r.value, rules, r.timestamp, now_ms) for r in recs]
+                if len(kept) < keep:
+                    good = [e for e in evs if not isinstance(e, Rejected)]
+                    kept.extend(good[: keep - len(kept)])
     dt = time.perf_counter() - t0
     c.close()
-    return got / dt
+    return got / dt, kept
+
+
+def _learn_alone(cfg: Any, events: Sequence[Any], batch: int) -> float:
+    """Events/s of the trainer's model learning `events` in batches of `batch`, with no Kafka
+    and no Redis; timed from the second batch (the first pays one-off set-up)."""
+    from streamrec.model.online import OnlineRecommender
+
+    model = OnlineRecommender(cfg.model)
+    model.warm_up()
+    parts = [events[s : s + batch] for s in range(0, len(events), batch)]
+    model.learn(parts[0], touched=False)
+    t0 = time.perf_counter()
+    for p in parts[1:]:
+        model.learn(p, touched=False)
+    return (len(events) - len(parts[0])) / (time.perf_counter() - t0)
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
@@ -128,8 +159,19 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         )
         producer.close()
         publish_rate = args.events / (time.perf_counter() - t0)
-        raw = _raw_consume(cfg, args.events)
+        raw, _ = _consume(cfg, args.events)
         print(f"raw kafka-python consume: {raw:,.0f} records/s")
+        # The two halves of the trainer's work, each alone: reading and validating every
+        # record in Python, and the model learning them. A trainer doing both in one
+        # interpreter runs at most at 1 / (1/a + 1/b) (the GIL serialises the Python parts).
+        parsed, kept = _consume(cfg, args.events, parse=True, keep=min(args.events, 200_000))
+        learn = _learn_alone(cfg, kept, args.batch)
+        del kept
+        serial = 1 / (1 / parsed + 1 / learn)
+        print(
+            f"consume + parse alone: {parsed:,.0f} records/s; learn alone: {learn:,.0f} "
+            f"events/s; both in one interpreter at most {serial:,.0f} events/s"
+        )
 
         first_batch: list[float] = []
         trainer: Trainer
@@ -150,6 +192,9 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
             "events": args.events,
             "publish_events_per_s": round(publish_rate),
             "raw_consume_records_per_s": round(raw),
+            "consume_parse_records_per_s": round(parsed),
+            "learn_alone_events_per_s": round(learn),
+            "serial_bound_events_per_s": round(serial),
             "trainer_events_per_s": round(steady),
             "trainer_wall_s_including_start": round(t_end - t_start, 2),
             "ratio_trainer_to_raw": round(steady / raw, 3),

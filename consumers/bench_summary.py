@@ -139,6 +139,17 @@ def _pipeline_rows(d: dict[str, Any]) -> list[Row]:
                 _met(ratio is not None and ratio >= 0.7),
             ),
         ]
+        if t.get("serial_bound_events_per_s") is not None:
+            rows.append(
+                (
+                    "floors: consume + parse alone; learn alone; both in one interpreter",
+                    f"{_num(t.get('consume_parse_records_per_s'))} records/s; "
+                    f"{_num(t.get('learn_alone_events_per_s'))} events/s; "
+                    f"{_num(t.get('serial_bound_events_per_s'))} events/s",
+                    "(what the trainer figure can reach)",
+                    _met(None),
+                )
+            )
     f = d.get("freshness")
     if f:
         p99 = f.get("p99_ms")

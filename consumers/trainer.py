@@ -124,12 +124,7 @@ class Trainer:
         self.keys = Keys(cfg.redis.prefix)
         self.redis = connect(cfg.redis)
         self.store = RedisStore(self.redis, self.keys, cfg.kafka.group_id)
-        self.rules = EventRules(
-            event_types=frozenset(cfg.model.event_weights),
-            value_abs_max=cfg.trainer.value_abs_max,
-            max_ts_skew_ms=cfg.trainer.max_ts_skew_ms,
-            max_bytes=cfg.trainer.max_event_bytes,
-        )
+        self.rules = event_rules(cfg)
         self.ckpt_dir = Path(cfg.trainer.checkpoint_dir) / _safe(
             cfg.redis.prefix + cfg.kafka.group_id
         )
@@ -1050,6 +1045,16 @@ def _rebalance_pending(consumer: KafkaConsumer) -> bool:
         return bool(need_rejoin()) or not stable()
     except Exception:  # internals changed: rely on the _check_assignment watchdog
         return False
+
+
+def event_rules(cfg: Config) -> EventRules:
+    """What the trainer accepts as an event under `cfg`."""
+    return EventRules(
+        event_types=frozenset(cfg.model.event_weights),
+        value_abs_max=cfg.trainer.value_abs_max,
+        max_ts_skew_ms=cfg.trainer.max_ts_skew_ms,
+        max_bytes=cfg.trainer.max_event_bytes,
+    )
 
 
 def _arrival(

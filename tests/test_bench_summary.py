@@ -23,6 +23,9 @@ def test_summary_marks_targets_met_and_missed(tmp_path: Path) -> None:
                 "trainer_events_per_s": 150_000,
                 "raw_consume_records_per_s": 200_000,
                 "ratio_trainer_to_raw": 0.75,
+                "consume_parse_records_per_s": 90_000,
+                "learn_alone_events_per_s": 150_000,
+                "serial_bound_events_per_s": 56_250,
             },
             "freshness": {
                 "achieved_rate_per_s": 5000,
@@ -51,6 +54,8 @@ def test_summary_marks_targets_met_and_missed(tmp_path: Path) -> None:
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if "|" in line}
     trainer = next(v for k, v in rows.items() if k.startswith("trainer consume"))
     assert "150,000 events/s" in trainer and trainer.endswith("| yes |")
+    floors = next(v for k, v in rows.items() if k.startswith("floors: consume"))
+    assert "90,000 records/s; 150,000 events/s; 56,250 events/s" in floors
     fresh = next(v for k, v in rows.items() if k.startswith("freshness"))
     assert "p99 120.0 ms" in fresh and fresh.endswith("| **no** |")
     pop = next(v for k, v in rows.items() if k.startswith("quality: popularity"))
