@@ -101,14 +101,47 @@ def bench_learn(
             "step_only_events_per_s": n / step_s[0] if step_s[0] else None,
             "traces": rec.tracing_count,
         }
+        if loss == "bpr":
+            # the events/s the products alone allow: learn cannot pass it at this size
+            row["products_only_events_per_s"] = batch / _products_s(batch, negatives, args.dim)
         out.append(row)
         print(
             f"learn {loss:7s} {optimizer:7s} neg {negatives:4d} batch {batch:5d}: "
             f"{n / wall:10,.0f} events/s ({cpu / n * 1e6:.2f} CPU-s per million events; "
-            f"TF step {row['step_share']:.0%} of the time, {n / step_s[0]:,.0f} events/s alone)",
+            f"TF step {row['step_share']:.0%} of the time, {n / step_s[0]:,.0f} events/s alone"
+            + (
+                f"; its three products alone {row['products_only_events_per_s']:,.0f} events/s)"
+                if "products_only_events_per_s" in row
+                else ")"
+            ),
             flush=True,
         )
     return out
+
+
+def _products_s(batch: int, negatives: int, dim: int, reps: int = 20) -> float:
+    """Seconds per batch of the three matrix products BPR against shared negatives needs
+    (scores, then the gradients of users and of negatives; see losses.bpr_shared), with
+    nothing else: a floor under the step at this size, measured on this machine."""
+    import tensorflow as tf
+
+    g = tf.random.Generator.from_seed(0)
+    a = g.normal([batch, dim + 2])
+    b = g.normal([negatives, dim + 2])
+    z = g.normal([batch, negatives])
+    bn = g.normal([negatives, dim + 1])
+    ab = g.normal([batch, dim + 1])
+
+    def once() -> None:
+        tf.matmul(a, b, transpose_b=True)
+        tf.matmul(z, bn)
+        tf.matmul(z, ab, transpose_a=True).numpy()  # waits for all three (one stream)
+
+    once()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        once()
+    return (time.perf_counter() - t0) / reps
 
 
 def _time_steps(rec: Any) -> list[float]:
