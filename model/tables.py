@@ -72,14 +72,23 @@ class GrowingTable:
             kept = tf.gather(self.acc, idx)
             self.acc.assign(tf.concat([kept, tf.fill(extra, self.accumulator_init)], axis=0))
 
+    # Row reads and writes go straight to the raw ops: the trainer makes a dozen of them per
+    # batch, and tf.gather / scatter_update's Python dispatch took 37-39 us a call against
+    # 15-16 us here (120 rows of 32; the op itself is a few microseconds).
+
     def set_rows(self, rows: np.ndarray, values: np.ndarray) -> None:
         self.ensure(int(rows.max()) + 1 if rows.shape[0] else 0)
-        self.var.scatter_update(
-            tf.IndexedSlices(tf.constant(values, tf.float32), tf.constant(rows, tf.int32))
+        tf.raw_ops.ResourceScatterUpdate(
+            resource=self.var.handle,
+            indices=np.asarray(rows, np.int32),
+            updates=np.asarray(values, np.float32),
         )
 
     def get_rows(self, rows: np.ndarray) -> np.ndarray:
-        return tf.gather(self.var, tf.constant(rows, tf.int32)).numpy()
+        out = tf.raw_ops.ResourceGather(
+            resource=self.var.handle, indices=np.asarray(rows, np.int32), dtype=tf.float32
+        )
+        return out.numpy()
 
     def head(self, n: int) -> np.ndarray:
         """The first n rows as numpy (a copy)."""
