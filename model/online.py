@@ -213,6 +213,8 @@ class _Side:
 
     def feature_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(index into `rows`, feature row) of every feature of those entities, in order."""
+        if not self.frows:  # no entity has features
+            return _NONE, _NONE
         pad = self._fpad
         if pad is not None:
             rows = np.asarray(rows, dtype=np.int64)
@@ -227,7 +229,7 @@ class _Side:
         get = self.frows.get
         found = [(j, f) for j, f in enumerate(map(get, rows.tolist())) if f is not None]
         if not found:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+            return _NONE, _NONE
         counts = np.fromiter((f.shape[0] for _, f in found), np.int64, len(found))
         ents = np.repeat(np.fromiter((j for j, _ in found), np.int64, len(found)), counts)
         return ents, np.concatenate([f for _, f in found]).astype(np.int64)
@@ -288,7 +290,7 @@ class _Side:
 
     def batch_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(unique feature rows, pair entity index, pair feature index) for `rows`."""
-        ents, f_all = self.feature_pairs(rows) if self.frows else (_NONE, _NONE)
+        ents, f_all = self.feature_pairs(rows)
         if not f_all.shape[0]:
             z = np.zeros(0, dtype=np.int32)
             return z, z, z
@@ -321,7 +323,7 @@ class _Side:
             ents = np.repeat(np.arange(n, dtype=np.int64), fr.shape[0])
             feats = np.tile(np.asarray(fr, np.int64), n)
         else:
-            ents, feats = self.feature_pairs(rows) if self.frows else (_NONE, _NONE)
+            ents, feats = self.feature_pairs(rows)
         self._add_features(out, ents, feats)
         return out
 

@@ -74,7 +74,7 @@ class GrowingTable:
 
     # Row reads and writes go straight to the raw ops: the trainer makes a dozen of them per
     # batch, and tf.gather / scatter_update's Python dispatch took 37-39 us a call against
-    # 15-16 us here (120 rows of 32; the op itself is a few microseconds).
+    # 16-19 us here (120 rows of 32; the op itself is a few microseconds).
 
     def set_rows(self, rows: np.ndarray, values: np.ndarray) -> None:
         self.ensure(int(rows.max()) + 1 if rows.shape[0] else 0)
