@@ -21,6 +21,7 @@ from kafka import TopicPartition
 from streamrec.streaming import kafka_io
 from streamrec.streaming.config import KafkaConfig
 from streamrec.streaming.events import CatalogueRecord, Rejected, parse_catalogue
+from streamrec.streaming.undecodable import GuardedPoll
 
 log = logging.getLogger("streamrec.catalogue")
 
@@ -59,8 +60,12 @@ class CatalogueReader(threading.Thread):
             consumer.seek_to_beginning(*tps)
             ends = consumer.end_offsets(tps)
             n = 0
+            guard = GuardedPoll(consumer)
             while not self._stop_event.is_set():
-                polled = consumer.poll(timeout_ms=self.cfg.poll_timeout_ms, max_records=4096)
+                polled, bad = guard.poll(timeout_ms=self.cfg.poll_timeout_ms, max_records=4096)
+                if bad is not None:
+                    log.error("undecodable catalogue batch skipped: %s", bad.describe())
+                    self.records.put(BadCatalogueRecord(bad.dead_letter()))
                 for records in polled.values():
                     for r in records:
                         self.records.put(self._parse(r))
@@ -71,7 +76,7 @@ class CatalogueReader(threading.Thread):
                     log.info("catalogue read to its end: %d records", n)
                     self.caught_up.set()
         finally:
-            consumer.close()
+            consumer.close(autocommit=False, timeout_ms=2000)
 
     def _partitions(self, consumer: Any) -> list[TopicPartition]:
         deadline = time.monotonic() + 30

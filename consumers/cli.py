@@ -83,9 +83,22 @@ def cmd_publish(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_train(args: argparse.Namespace, cfg: Config) -> int:
-    from streamrec.consumers import trainer
+    from streamrec.consumers.lifecycle import Lifecycle, Stopped
 
-    return trainer.main(cfg)
+    # Before the imports of Kafka, Redis and TensorFlow, which take seconds: a stop request
+    # during them is honoured too.
+    life = Lifecycle(cfg.trainer.stop_grace_ms / 1000)
+    life.install_signal_handlers()
+    log.info(
+        "trainer starting (pid %d): loading the Kafka, Redis and TensorFlow clients", os.getpid()
+    )
+    try:
+        from streamrec.consumers import trainer
+
+        return trainer.main(cfg, life)
+    except Stopped as e:
+        log.info("%s while %s (%s): stopped, nothing to save", e, life.state, life.detail)
+        return 0
 
 
 def cmd_recommend(args: argparse.Namespace, cfg: Config) -> int:

@@ -48,7 +48,8 @@ class TrainerConfig:
     checkpoint_keep: int = 3  # newest checkpoints kept
     lease_ttl_ms: int = 10_000  # a standby trainer takes over this long after the leader dies
     stop_when_idle_ms: int = 0  # 0: run forever; >0: exit after this long with nothing new
-    metrics_port: int = 0  # 0: no Prometheus endpoint
+    metrics_port: int = 0  # 0: no HTTP endpoint (/metrics, /ready, /live)
+    stop_grace_ms: int = 8000  # SIGTERM/SIGINT: the process exits within this long
     tf_threads: int = 1  # intra- and inter-op threads; TF's default oversubscribes 2 cores
     value_abs_max: float = 1e6  # events with |value| above this are dead letters
     max_ts_skew_ms: int = 24 * 3600 * 1000  # how far past now an event's ts may be
@@ -72,6 +73,7 @@ class TrainerConfig:
         _require(self.lease_ttl_ms >= 1000, "lease_ttl_ms", "must be >= 1000")
         _require(self.stop_when_idle_ms >= 0, "stop_when_idle_ms", "must be >= 0")
         _require(0 <= self.metrics_port <= 65535, "metrics_port", "must be in 0..65535")
+        _require(1000 <= self.stop_grace_ms <= 600_000, "stop_grace_ms", "must be in 1000..600000")
         _require(1 <= self.tf_threads <= 64, "tf_threads", "must be in 1..64")
         _require(
             math.isfinite(self.value_abs_max) and self.value_abs_max > 0,

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class TrainerMetrics:
@@ -23,6 +23,12 @@ class TrainerMetrics:
             "streamrec_dead_letters_total", "Records sent to the DLQ", ["reason"], registry=r
         )
         self.batches = Counter("streamrec_batches_total", "Batches processed", registry=r)
+        self.undecodable = Counter(
+            "streamrec_undecodable_batches_total",
+            "Record batches the Kafka client could not decode: dead-lettered whole, skipped",
+            ["topic"],
+            registry=r,
+        )
         self.skipped = Counter(
             "streamrec_skipped_nonfinite_batches_total",
             "Batches whose loss or gradients were not finite (nothing applied)",
@@ -76,6 +82,17 @@ class TrainerMetrics:
             "Users whose precomputed list is older than their vector (served in real time)",
             registry=r,
         )
+        self.ready = Gauge(
+            "streamrec_trainer_ready",
+            "1 while the trainer consumes with Kafka and Redis reachable (what /ready answers)",
+            registry=r,
+        )
+        self.state = Gauge(
+            "streamrec_trainer_state",
+            "1 for the state the trainer is in: starting, standby, active or stopping",
+            ["state"],
+            registry=r,
+        )
         self.loss = Gauge("streamrec_loss", "Mean loss of the last applied batch", registry=r)
         self.lag = Gauge(
             "streamrec_lag_records", "Records behind the partition's end", ["partition"], registry=r
@@ -107,5 +124,9 @@ class TrainerMetrics:
         gc.callbacks.append(callback)
         return lambda: gc.callbacks.remove(callback)
 
-    def serve(self, port: int) -> None:
-        start_http_server(port, registry=self.registry)
+    def set_state(self, state: str, ready: bool) -> None:
+        from streamrec.consumers.lifecycle import STATES
+
+        for s in STATES:
+            self.state.labels(s).set(1 if s == state else 0)
+        self.ready.set(1 if ready else 0)

@@ -15,9 +15,7 @@ import itertools
 import logging
 import os
 import shutil
-import signal
 import socket
-import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -39,6 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from streamrec.consumers.catalogue import BadCatalogueRecord, CatalogueReader
 from streamrec.consumers.config import Config
 from streamrec.consumers.lease import Lease
+from streamrec.consumers.lifecycle import ACTIVE, STANDBY, STARTING, STOPPING, Lifecycle
 from streamrec.consumers.metrics import TrainerMetrics
 from streamrec.consumers.ranker import Ranker, RankJob
 from streamrec.model.base import CheckpointMismatch, ItemMatrix
@@ -53,6 +52,7 @@ from streamrec.streaming.store import (
     UserRow,
     connect,
 )
+from streamrec.streaming.undecodable import GuardedPoll, Undecodable
 
 log = logging.getLogger("streamrec.trainer")
 _T = TypeVar("_T")
@@ -120,8 +120,11 @@ class Trainer:
         model: Any | None = None,
         on_batch: Callable[[TrainerStats], None] | None = None,
         owner: str | None = None,
+        life: Lifecycle | None = None,
     ) -> None:
         self.cfg = cfg
+        # its state for /ready and /live; its stop request ends the loop (SIGTERM, stop())
+        self.life = life or Lifecycle(cfg.trainer.stop_grace_ms / 1000)
         self.keys = Keys(cfg.redis.prefix)
         self.redis = connect(cfg.redis)
         self.store = RedisStore(self.redis, self.keys, cfg.kafka.group_id)
@@ -139,7 +142,8 @@ class Trainer:
         self.stats = TrainerStats()
         self.metrics = TrainerMetrics()
         self.on_batch = on_batch
-        self._stop = threading.Event()
+        self.life.on_change = self.metrics.set_state
+        self._stop = self.life.stop_requested
         self._given_model = model
         self.model: Any = None
         # next offset to read, per "topic:partition": what the model has learned / Redis holds
@@ -172,18 +176,19 @@ class Trainer:
         self._assignments = 0  # on_assigned calls: an open batch is void after one
         self._last_commit: dict[TopicPartition, OffsetAndMetadata] = {}
         self.consumer: KafkaConsumer | None = None
+        self._guard: GuardedPoll | None = None
+        # batches skipped as undecodable since the last processed batch: dead-lettered and
+        # counted as consumed with it (streaming/undecodable.py)
+        self._undecodable: list[Undecodable] = []
         self.producer: KafkaProducer | None = None
         self.catalogue: CatalogueReader | None = None
-        self.outage = _Outage()
+        self.outage = _Outage(self.life)
+        self._announced_ready = False  # the "ready" line, once per time this trainer leads
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def stop(self, *_: Any) -> None:
-        self._stop.set()
-
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
+        self.life.request_stop()
 
     def run(self) -> TrainerStats:
         """Stand by until this trainer holds the lease, then train until stopped."""
@@ -196,8 +201,13 @@ class Trainer:
             compacted={k.items_topic, k.users_topic},
         )
         if self.cfg.trainer.metrics_port:
-            self.metrics.serve(self.cfg.trainer.metrics_port)
-            log.info("metrics on http://0.0.0.0:%d/metrics", self.cfg.trainer.metrics_port)
+            from streamrec.consumers import probes
+
+            port = probes.serve(self.metrics.registry, self.life, self.cfg.trainer.metrics_port)
+            log.info(
+                "metrics and probes on http://0.0.0.0:%d (/metrics, /ready, /live)",
+                port.server_port,
+            )
         self.producer = kafka_io.make_producer(k)
         self.catalogue = CatalogueReader(k, self.cfg.trainer.max_event_bytes)
         self.catalogue.start()
@@ -216,12 +226,13 @@ class Trainer:
                 finally:
                     self._leave()
         finally:
+            self.life.enter(STOPPING, "closing clients")
             unwatch_gc()
             self._writer.shutdown(wait=True)
             self.ranker.close()
             self.catalogue.stop()
-            self.catalogue.join(timeout=10)
-            self.producer.close()
+            self.catalogue.join(timeout=min(10, self.life.remaining_s()))
+            self.producer.close(timeout=self.life.remaining_s())
             log.info(
                 "trainer stopped: %d events, %d dead letters, %d batches, %.0f events/s",
                 self.stats.events,
@@ -234,17 +245,17 @@ class Trainer:
     def _wait_for_lease(self) -> bool:
         announced = False
         while not self._stop.is_set():
+            self.life.beat()
             try:
                 if self.lease.try_acquire():
                     log.info("%s leads group %s", self.owner, self.cfg.kafka.group_id)
+                    self.life.enter(STARTING, "restoring the model and compiling")
                     self.lease.keep()
                     return True
                 if not announced:
-                    log.info(
-                        "standing by: group %s is led by %s",
-                        self.cfg.kafka.group_id,
-                        self.lease.holder(),
-                    )
+                    holder = self.lease.holder()
+                    log.info("standing by: group %s is led by %s", self.cfg.kafka.group_id, holder)
+                    self.life.enter(STANDBY, f"group {self.cfg.kafka.group_id} is led by {holder}")
                     announced = True
             except RedisError as e:
                 self.outage.down("Redis", e)
@@ -273,9 +284,11 @@ class Trainer:
         if not self.catalogue.caught_up.wait(timeout=60):
             log.warning("catalogue not read to its end after 60 s: starting anyway")
         k = self.cfg.kafka
+        self._announced_ready = False
         self._subscribe()
         log.info("trainer active: group %s, topic %s", k.group_id, k.events_topic)
         self._loop()
+        self.life.enter(STOPPING, "writing the last batch and lists")
         if self._matrix_dirty:  # readers get the last batch's items before we go
             self._write([], {}, self.model.version, {}, force_matrix=True)
             self.flush_writes()
@@ -299,6 +312,7 @@ class Trainer:
                 raise RuntimeError(f"no metadata for topic {k.events_topic} after 60 s")
             time.sleep(0.1)
         self._owned = set()
+        self._guard = GuardedPoll(self.consumer)
         self.consumer.subscribe([k.events_topic], listener=_Rebalance(self))
         _await_group_metadata(self.consumer, k.events_topic)
         self._unassigned_since = time.monotonic()
@@ -328,21 +342,26 @@ class Trainer:
             self._subscribe()
 
     def _leave(self) -> None:
+        # Each step waits at most what is left of a stop's grace period (the whole of it,
+        # 8 s by default, when no stop was asked for): a shutdown must end within it.
         if self._pending is not None:  # standing down or failing: its outcome is moot
             with contextlib.suppress(Exception):
-                self._pending.future.result(timeout=30)
+                self._pending.future.result(timeout=self.life.remaining_s())
             self._pending = None
         if self.consumer is not None:
             try:
                 if self._last_commit:  # the asynchronous commits may still be in flight
-                    self.consumer.commit(self._last_commit)
+                    budget_ms = int(min(2.0, self.life.remaining_s() / 3) * 1000)
+                    self.consumer.commit(self._last_commit, timeout_ms=budget_ms)
             except Exception as e:  # lag monitoring only
                 log.warning("final Kafka commit failed (harmless): %s", e)
             try:
-                self.consumer.close()
+                budget_ms = int(min(5.0, self.life.remaining_s() / 2) * 1000)
+                self.consumer.close(autocommit=False, timeout_ms=budget_ms)
             except Exception as e:  # leaving the group is best effort; the session expires
                 log.warning("closing the consumer: %s", e)
             self.consumer = None
+            self._guard = None
         self.lease.release()
 
     def _restore(self, stored: dict[str, int]) -> None:
@@ -389,8 +408,13 @@ class Trainer:
         self.model_offsets = {}
 
     def _final_checkpoint(self) -> None:
-        if self._events_since_ckpt and not self._unwritten:
-            self.checkpoint()
+        if not self._events_since_ckpt or self._unwritten:
+            return
+        if self._stop.is_set() and self.life.remaining_s() < _SHUTDOWN_RESERVE_S:
+            # only a head start for the next trainer: it re-learns from the last checkpoint
+            log.info("no final checkpoint: the stop's grace period is nearly spent")
+            return
+        self.checkpoint()
 
     # -- rebalance ---------------------------------------------------------------------------
 
@@ -413,12 +437,19 @@ class Trainer:
             self.model_offsets,
             self.stored_offsets,
         )
+        owned = sorted(f"{tp.topic}:{tp.partition}" for tp in self._owned)
+        self.life.enter(ACTIVE, f"consuming {', '.join(owned)}")
+        if not self._announced_ready:
+            self._announced_ready = True
+            log.info("ready: consuming %s as group %s", owned, self.cfg.kafka.group_id)
 
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
         self.flush_writes()  # what we learned from them reaches Redis before they go
         self._owned.difference_update(revoked)
-        for tp in revoked:
-            self._lag.pop(offset_field(tp.topic, tp.partition), None)
+        gone = {offset_field(tp.topic, tp.partition) for tp in revoked}
+        for f in gone:
+            self._lag.pop(f, None)
+        self._undecodable = [u for u in self._undecodable if u.field not in gone]
         if revoked:
             log.info("revoked %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
@@ -442,7 +473,6 @@ class Trainer:
             cap=self.cfg.redis.backoff_cap_ms / 1000, base=self.cfg.redis.backoff_base_ms / 1000
         )
         failures = 0
-        stop_deadline: float | None = None
         while True:
             if self.lease.lost.is_set():
                 raise _StandDown("another trainer holds the lease")
@@ -453,12 +483,12 @@ class Trainer:
             except errors as e:
                 self.outage.down(what, e)
                 failures += 1
-            if self._stop.is_set():
-                # Asked to stop during an outage: give up after a grace period. Nothing is lost:
-                # Redis's offsets did not move, so these records are read again next time.
-                stop_deadline = stop_deadline or time.monotonic() + 30
-                if time.monotonic() > stop_deadline:
-                    raise _StandDown(f"stopping while {what} is unavailable")
+            if self._stop.is_set() and self.life.remaining_s() < _SHUTDOWN_RESERVE_S:
+                # Asked to stop during an outage, and the stop's grace period is half spent.
+                # Nothing is lost: Redis's offsets did not move, so these records are read
+                # again next time.
+                raise _StandDown(f"stopping while {what} is unavailable")
+            self.life.beat()
             time.sleep(backoff.compute(failures))
 
     # -- the loop ----------------------------------------------------------------------------
@@ -472,6 +502,7 @@ class Trainer:
         listened_at = time.monotonic()  # when the last poll returned
         last_summary = time.monotonic()
         while not self._stop.is_set():
+            self.life.beat()
             if self.lease.lost.is_set():
                 raise _StandDown("another trainer holds the lease")
             self._reap_write()
@@ -489,14 +520,17 @@ class Trainer:
             t_poll = time.perf_counter()
             # A broker restart can surface here (the coordinator lookup): pause, then poll
             # again; a poll that raises has returned nothing, so nothing is skipped.
+            assert self._guard is not None
             poll = functools.partial(
-                self.consumer.poll,
+                self._guard.poll,
                 timeout_ms=timeout_ms,
                 max_records=tcfg.batch_max_events - len(batch),
             )
             assignments = self._assignments
-            polled = self._kafka(poll)
+            polled, bad = self._kafka(poll)
             self._phase("poll", t_poll)
+            if bad is not None:
+                self._skipped(bad)
             if self._assignments != assignments and batch:
                 # The rebalance sought every partition to what the model has learned: records
                 # polled before it and not learned yet come again (seen: one batch holding
@@ -518,7 +552,9 @@ class Trainer:
             if self.catalogue is not None and self.catalogue.error is not None:
                 raise RuntimeError("catalogue reader failed") from self.catalogue.error
             catalogue_only = not batch and self.catalogue is not None and self.catalogue.pending()
-            idle_work = not batch and (self._lists_work() or self._matrix_due())
+            idle_work = not batch and (
+                self._lists_work() or self._matrix_due() or bool(self._undecodable)
+            )
             if full or due or catalogue_only or idle_work:
                 self.process(batch)
                 batch = []
@@ -571,6 +607,10 @@ class Trainer:
                 dead.append(kafka_io.DeadLetter.of(r, res))
             else:
                 good.append((r, res))
+        for u in self._undecodable:  # records of the batch may come before or after it
+            ends[u.field] = max(ends.get(u.field, 0), u.next_offset)
+            dead.append(u.dead_letter())
+        self._undecodable = []
         self._phase("parse", t0)
         cat = self._apply_catalogue(dead)
         if dead:
@@ -625,6 +665,16 @@ class Trainer:
         self._update_lag(ends)
         if self.on_batch is not None:
             self.on_batch(self.stats)
+
+    def _skipped(self, bad: Undecodable) -> None:
+        """An undecodable batch was sought past: dead-letter it with the next batch."""
+        log.error(
+            "undecodable batch skipped: %s; its raw bytes go to %s (reason undecodable_batch)",
+            bad.describe(),
+            self.cfg.kafka.dlq_topic,
+        )
+        self.metrics.undecodable.labels(bad.topic).inc()
+        self._undecodable.append(bad)
 
     def _forget(self, users: list[str], items: list[str]) -> None:
         """The model evicted these ids (ModelConfig.evict_after_s): drop them here, and from
@@ -922,7 +972,10 @@ class Trainer:
         if self.ranker is None:
             return
         self.ranker.hurry()
-        deadline = time.monotonic() + _DRAIN_RECS_S
+        budget = _DRAIN_RECS_S
+        if self._stop.is_set():
+            budget = min(budget, self.life.remaining_s() - _SHUTDOWN_RESERVE_S)
+        deadline = time.monotonic() + budget
         while self._caught_up() and time.monotonic() < deadline:
             if self._lists_work():
                 self._write([], {}, self.model.version, {})
@@ -1120,6 +1173,9 @@ class _Seen(dict[str, None]):
 
 
 _DRAIN_RECS_S = 5.0  # at shutdown, refresh due lists for at most this long
+# Of a stop's grace period, what the steps after the loop need (consumer close, lease,
+# clients): lists, outage retries and the final checkpoint leave this much untouched.
+_SHUTDOWN_RESERVE_S = 4.0
 # Collector thresholds (Python's default is 700, 10, 10). Full passes walk the trainer's
 # growing maps (ids, seen sets): 25-45 ms every 3 s at the default, so generation 2 waits for
 # 2.5 million net allocations, not 70,000. The young generation must stay small: kafka-python
@@ -1148,28 +1204,34 @@ def _checkpoints(folder: Path) -> list[Path]:
 class _Outage:
     """Logs an unavailable dependency once when it goes down and once when it is back."""
 
-    def __init__(self) -> None:
+    def __init__(self, life: Lifecycle) -> None:
         self.since: dict[str, float] = {}
+        self.life = life
 
     def down(self, what: str, err: BaseException) -> None:
         if what not in self.since:
             self.since[what] = time.monotonic()
             log.warning("%s unavailable (%s): pausing, nothing is dropped", what, err)
+            self.life.outage(what, f"{type(err).__name__}: {err}")
 
     def up(self, what: str) -> None:
         since = self.since.pop(what, None)
         if since is not None:
             log.info("%s is back after %.1f s: resuming", what, time.monotonic() - since)
+            self.life.outage(what, None)
 
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def main(cfg: Config | None = None) -> int:
+def main(cfg: Config | None = None, life: Lifecycle | None = None) -> int:
+    """`streamrec train`; `life` carries the signal handlers installed before the imports."""
     cfg = cfg or Config.from_env()
-    trainer = Trainer(cfg)
-    trainer.install_signal_handlers()
+    if life is None:
+        life = Lifecycle(cfg.trainer.stop_grace_ms / 1000)
+        life.install_signal_handlers()
+    trainer = Trainer(cfg, life=life)
     try:
         trainer.run()
     except CheckpointMismatch as e:

@@ -35,11 +35,14 @@ OUT_OF_RANGE = "out_of_range"
 MISSING_VALUE = "missing_value"
 TS_OUT_OF_RANGE = "ts_out_of_range"
 BAD_FEATURES = "bad_features"
+# A whole record batch the Kafka client could not decode (bad CRC, unknown codec): its raw
+# bytes are the dead letter, and the headers give its offset range (streaming/undecodable.py).
+UNDECODABLE_BATCH = "undecodable_batch"
 
 REASONS = (
     INVALID_JSON, TOMBSTONE, TOO_LARGE, NOT_OBJECT, DUPLICATE_KEY, MISSING_FIELD, WRONG_TYPE,
     ID_EMPTY, ID_TOO_LONG, CONTROL_CHAR, UNKNOWN_TYPE, NON_FINITE, OUT_OF_RANGE, MISSING_VALUE,
-    TS_OUT_OF_RANGE, BAD_FEATURES,
+    TS_OUT_OF_RANGE, BAD_FEATURES, UNDECODABLE_BATCH,
 )  # fmt: skip
 
 MAX_ID_BYTES = 256

@@ -111,6 +111,8 @@ class DeadLetter:
     value: bytes | None
     headers: list[tuple[str, bytes]]
     rejected: Rejected
+    # A dead letter for a whole undecodable batch covers offset..last_offset (both included).
+    last_offset: int | None = None
 
     @classmethod
     def of(cls, record: Any, rejected: Rejected) -> DeadLetter:
@@ -141,6 +143,8 @@ def dead_letter_headers(dl: DeadLetter, group: str) -> list[tuple[str, bytes]]:
         "error": err,
         "failed_at": str(int(time.time() * 1000)).encode(),
     }
+    if dl.last_offset is not None:
+        ours["last_offset"] = str(dl.last_offset).encode()
     out = list(dl.headers)
     out.extend((DLQ_HEADER + k, v) for k, v in ours.items())
     return out

@@ -51,6 +51,41 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+# --------------------------------------------------------------------------- no orphans
+
+
+def _trainer_children() -> list[str]:
+    """Trainer processes whose parent is this pytest process, started by any means."""
+    me, found = str(os.getpid()), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = stat.read_text().rsplit(")", 1)[1].split()[1]
+            if ppid != me:
+                continue
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if "consumers.cli train" in cmd or "streamrec train" in cmd:
+            found.append(f"{stat.parent.name}: {cmd.strip()}")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _no_orphans() -> Iterator[None]:
+    """Fail the test that leaves a trainer running (after stopping it): an orphan keeps
+    retrying torn-down servers and takes CPU from every test after it."""
+    yield
+    from pipeline_helpers import reap_trainers
+
+    left = reap_trainers()
+    others = _trainer_children()
+    for line in others:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(line.split(":", 1)[0]), 9)
+    if left or others:
+        pytest.fail(f"the test left trainer processes running (now killed): {left + others}")
+
+
 # --------------------------------------------------------------------------- where servers live
 
 

@@ -75,10 +75,21 @@ def run_trainer(cfg: Config, expected: int, timeout_s: float = 90.0) -> Trainer:
     return trainer
 
 
-class TrainerProcess:
-    """`streamrec train` as a child process, configured through STREAMREC_* variables."""
+# Every trainer a test starts, so the guard in conftest.py can stop and report any that
+# outlive their test (an orphan retried a torn-down broker for minutes once).
+STARTED: list[TrainerProcess] = []
 
-    def __init__(self, cfg: Config, log_path: Path) -> None:
+
+class TrainerProcess:
+    """`streamrec train` as a child process, configured through STREAMREC_* variables.
+
+    With `probes=True` it serves /ready on a free port, and `wait_ready` waits on that: the
+    trainer's own word that it consumes, never on time.
+    """
+
+    def __init__(self, cfg: Config, log_path: Path, *, probes: bool = True) -> None:
+        if probes:
+            cfg = cfg.replace(trainer={"metrics_port": free_ports(1)[0]})
         self.cfg = cfg
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -94,6 +105,7 @@ class TrainerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        STARTED.append(self)
         return self
 
     def alive(self) -> bool:
@@ -105,11 +117,71 @@ class TrainerProcess:
             self.proc.send_signal(sig)
         return self.proc.wait(timeout=timeout_s)
 
-    def log_tail(self, n: int = 40) -> str:
+    def stop(self, sig: int = signal.SIGTERM, within_s: float = 10.0) -> tuple[int, float]:
+        """Send `sig`; return the exit code and the seconds it took. Fails past `within_s`."""
+        assert self.proc is not None
+        t0 = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(sig)
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+            rc = self.proc.wait(timeout=within_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"trainer still running {within_s:.0f} s after {signal.Signals(sig).name}:\n"
+                + self.log_tail()
+            ) from None
+        return rc, time.monotonic() - t0
+
+    def probe(self, path: str = "/ready") -> tuple[int, dict[str, Any]]:
+        """(HTTP status, JSON body) of a probe; (0, {}) while nothing answers."""
+        import urllib.error
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.cfg.trainer.metrics_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return resp.status, orjson.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, orjson.loads(e.read())
+        except OSError:
+            return 0, {}
+
+    def wait_ready(self, timeout_s: float = 120) -> None:
+        def ready() -> bool:
+            assert self.alive(), f"trainer exited before it was ready:\n{self.log_tail()}"
+            return self.probe()[0] == 200
+
+        wait_until(ready, timeout_s, f"{self.log_path.name} to be ready")
+
+    def wait_log(self, text: str, timeout_s: float = 120) -> None:
+        def logged() -> bool:
+            if text in self.log_text():
+                return True
+            assert self.alive(), f"trainer exited before logging {text!r}:\n{self.log_tail()}"
+            return False
+
+        wait_until(logged, timeout_s, f"{text!r} in {self.log_path.name}")
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+
+def reap_trainers() -> list[str]:
+    """SIGKILL every trainer a test started that is still running; return their logs' names."""
+    left = []
+    while STARTED:
+        p = STARTED.pop()
+        if p.alive():
+            left.append(p.log_path.name)
+            p.kill(signal.SIGKILL, timeout_s=30)
+    return left
 
 
 def stored_offsets(redis_client: Any, cfg: Config) -> dict[str, int]:
