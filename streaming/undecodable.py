@@ -122,12 +122,11 @@ def batches(raw: bytes | memoryview) -> list[_Batch]:
         out.append(_Batch(base, next_offset, pos, end, ts))
         pos = end
     # A header that lies about its last offset is bounded by the batch that follows it.
-    return [
-        _Batch(b.base_offset, min(b.next_offset, nxt.base_offset), b.start, b.end, b.timestamp)
-        if nxt.base_offset > b.base_offset
-        else b
-        for b, nxt in zip(out, [*out[1:], _Batch(1 << 62, 1 << 62, 0, 0, -1)], strict=True)
-    ]
+    for i in range(len(out) - 1):
+        b, nxt = out[i], out[i + 1]
+        if b.base_offset < nxt.base_offset < b.next_offset:
+            out[i] = _Batch(b.base_offset, nxt.base_offset, b.start, b.end, b.timestamp)
+    return out
 
 
 def locate(

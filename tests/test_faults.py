@@ -363,3 +363,52 @@ def test_a_second_trainer_stands_by_and_takes_over(
     rc, _ = second.stop()
     assert rc == 0, second.log_tail()
     assert_counts_match(r, cfg, events)
+
+
+def test_a_corrupt_batch_on_disk_is_dead_lettered_and_skipped(
+    stack: ServicesConfig, tmp_path: Path, trainers: Callable[[Config, str], TrainerProcess]
+) -> None:
+    """A batch whose bytes rot on the broker's disk (its CRC no longer matches) goes to the
+    DLQ whole; the partition reads on past it; SIGTERM afterwards still ends the trainer."""
+    from kafka import KafkaConsumer
+
+    from streamrec.streaming.undecodable import batches
+
+    cfg = make_config(stack, tmp_path, partitions=1)
+    r = redis.Redis.from_url(cfg.redis.url)
+    events = stream(3000, seed=12)
+    for part in (events[:1000], events[1000:2000], events[2000:]):
+        publish(cfg, part)  # each flushed on its own: batches never span two parts
+    segment = next(Path(stack.home).glob(f"**/{cfg.kafka.events_topic}-0/*.log"))
+    data = bytearray(segment.read_bytes())
+    bad = next(b for b in batches(bytes(data)) if b.base_offset <= 1500 < b.next_offset)
+    data[bad.end - 5] ^= 0xFF  # inside the last record: the batch CRC fails
+    with open(segment, "r+b") as f:
+        f.seek(bad.end - 5)
+        f.write(data[bad.end - 5 : bad.end - 4])
+
+    p = trainers(cfg, "trainer")
+    wait_until(lambda: total(stored_offsets(r, cfg)) >= len(events), 120, "the end of the stream")
+    log = p.log_text()
+    where = f"partition 0 offsets {bad.base_offset}-{bad.next_offset - 1}"
+    assert "undecodable batch skipped" in log and where in log, p.log_tail()
+    rc, took = p.stop()
+    assert rc == 0, p.log_tail()
+    kept = events[: bad.base_offset] + events[bad.next_offset :]
+    assert_counts_match(r, cfg, kept)
+
+    consumer = KafkaConsumer(
+        cfg.kafka.dlq_topic,
+        bootstrap_servers=cfg.kafka.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
+    letters = [dict(rec.headers) | {"value": rec.value} for rec in consumer]
+    consumer.close()
+    assert len(letters) == 1, letters
+    h = letters[0]
+    assert h["streamrec.dlq.reason"] == b"undecodable_batch"
+    assert int(h["streamrec.dlq.offset"]) == bad.base_offset
+    assert int(h["streamrec.dlq.last_offset"]) == bad.next_offset - 1
+    assert h["value"] == bytes(data[bad.start : bad.end])  # the batch as it was fetched
+    print(f"\nskipped {where} ({bad.end - bad.start} bytes); SIGTERM after: exit 0 in {took:.1f} s")
