@@ -211,6 +211,19 @@ def user_rows(redis_client: Any, cfg: Config, users: Iterable[str]) -> dict[str,
     return dict(zip(users, pipe.execute(), strict=True))
 
 
+def assert_counts_match(r: Any, cfg: Config, events: Iterable[Mapping[str, Any]]) -> None:
+    """Every user's event count in Redis (`n`) equals what was published: nothing lost, nothing
+    applied twice."""
+    expected = user_counts(events)
+    rows = user_rows(r, cfg, expected)
+    wrong = {
+        u: (int(rows[u].get(b"n", -1)), n)
+        for u, n in expected.items()
+        if int(rows[u].get(b"n", -1)) != n
+    }
+    assert not wrong, f"{len(wrong)} users with wrong event counts, e.g. {list(wrong.items())[:5]}"
+
+
 def assert_no_nan_in_redis(redis_client: Any, cfg: Config) -> int:
     """Every vector, bias and score under the prefix is finite; returns how many were read."""
     keys = Keys(cfg.redis.prefix)

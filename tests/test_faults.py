@@ -22,6 +22,7 @@ import pytest
 import redis
 from pipeline_helpers import (
     TrainerProcess,
+    assert_counts_match,
     assert_no_nan_in_redis,
     private_services,
     run_trainer,
@@ -101,17 +102,6 @@ def publish(cfg: Config, events: list[dict[str, Any]], pause_s: float = 0.0) -> 
 
 def total(offsets: dict[str, int]) -> int:
     return sum(offsets.values())
-
-
-def assert_counts_match(r: Any, cfg: Config, events: list[dict[str, Any]]) -> None:
-    expected = user_counts(events)
-    rows = user_rows(r, cfg, expected)
-    wrong = {
-        u: (int(rows[u].get(b"n", -1)), n)
-        for u, n in expected.items()
-        if int(rows[u].get(b"n", -1)) != n
-    }
-    assert not wrong, f"{len(wrong)} users with wrong event counts, e.g. {list(wrong.items())[:5]}"
 
 
 @pytest.fixture

@@ -295,7 +295,11 @@ def _fake_dist(root: Path, version: str = "4.1.1") -> Path:
     jars = {"a.jar": b"aaaa", "b.jar": b"bb"}
     for name, data in jars.items():
         (dist / "libs" / name).write_bytes(data)
-    stamp = {"kafka_version": version, "jars": {n: len(d) for n, d in jars.items()}}
+    stamp = {
+        "kafka_version": version,
+        "pom_sha256": services._pom_digest(version),
+        "jars": {n: len(d) for n, d in jars.items()},
+    }
     (dist / ".complete").write_text(json.dumps(stamp))
     return dist
 
@@ -307,8 +311,46 @@ def test_jar_stamp_is_trusted_only_when_complete(tmp_path: Path) -> None:
     (dist / "libs" / "b.jar").write_bytes(b"b")  # size differs from the stamp
     assert services._jars_ready(dist, "4.1.1") is None
     (dist / "libs" / "b.jar").write_bytes(b"bb")
+    stamp = json.loads((dist / ".complete").read_text())
+    (dist / ".complete").write_text(json.dumps({**stamp, "pom_sha256": "0" * 64}))
+    assert services._jars_ready(dist, "4.1.1") is None  # made from another pom
     (dist / ".complete").unlink()  # the stamp is written last: no stamp, no trust
     assert services._jars_ready(dist, "4.1.1") is None
+
+
+def test_cache_of_an_older_pom_is_completed_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache from before kafka-tools was in the pom gets it, without the libs folder a
+    running broker uses ever being removed; a jar the new set lacks goes."""
+    version = "4.1.1"
+    old = {f"kafka_2.13-{version}.jar": b"k", f"kafka-clients-{version}.jar": b"cc"}
+    old |= {"log4j-slf4j-impl-2.24.3.jar": b"l", "stale-1.0.jar": b"s"}
+    libs = tmp_path / "cache" / f"kafka-{version}" / "libs"
+    libs.mkdir(parents=True)
+    for name, data in old.items():
+        (libs / name).write_bytes(data)
+    stamp = {"kafka_version": version, "jars": {n: len(d) for n, d in old.items()}}
+    (libs.parent / ".complete").write_text(json.dumps(stamp))  # no pom_sha256: an older pom
+    new = sorted([*old.keys() - {"stale-1.0.jar"}, f"kafka-tools-{version}.jar"])
+    # A stand-in for Maven: writes the new jar set where it is told to.
+    fake_mvn = tmp_path / "mvn"
+    fake_mvn.write_text(
+        "#!/bin/sh\nfor a; do case $a in -DoutputDirectory=*) out=${a#*=};; esac; done\n"
+        "printf k > $out/kafka_2.13-4.1.1.jar; printf cc > $out/kafka-clients-4.1.1.jar\n"
+        "printf l > $out/log4j-slf4j-impl-2.24.3.jar; printf t > $out/kafka-tools-4.1.1.jar\n"
+    )
+    fake_mvn.chmod(0o755)
+    monkeypatch.setattr(services, "_maven", lambda cfg: str(fake_mvn))
+    folder, kept = libs.stat().st_ino, (libs / f"kafka-clients-{version}.jar").stat().st_ino
+
+    cfg = ServicesConfig(home=str(tmp_path / "home"), cache_dir=str(tmp_path / "cache"))
+    assert services.ensure_kafka_jars(cfg) == libs
+    assert sorted(p.name for p in libs.iterdir()) == new
+    assert libs.stat().st_ino == folder
+    assert (libs / f"kafka-clients-{version}.jar").stat().st_ino == kept  # same artifact: kept
+    assert services._jars_ready(libs.parent, version) == new
+    assert not (libs.parent / "libs.partial").exists()
 
 
 def test_missing_java_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -354,6 +396,9 @@ def test_generated_configs(tmp_path: Path) -> None:
         kafka_version="4.1.1", log4j_version="2.24.3", plugin_version="3.8.1"
     )
     assert "<artifactId>kafka_2.13</artifactId>" in pom and "log4j-slf4j-impl" in pom
+    # the tools (ConsoleProducer) without Connect's REST server
+    assert "<artifactId>kafka-tools</artifactId>" in pom and "connect-runtime" in pom
+    assert services.kafka_pom("4.1.1") == pom
 
 
 def test_cluster_id_is_a_kafka_uuid() -> None:
