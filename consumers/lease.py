@@ -2,7 +2,7 @@
 
 Why not share partitions between trainers: each trainer holds a whole model, and item rows are
 shared by every user, so two active trainers would each write their own item matrix over the
-other's. Until items get one owner (DESIGN.md, "Beyond one machine"), a second trainer stands
+other's. Until items get one owner (the scale-out design), a second trainer stands
 by and takes over when the first dies. The lease is a Redis key with a TTL; correctness does
 not rest on it: the offset fence in `streaming.store` still rejects a zombie's writes.
 """

@@ -60,7 +60,7 @@ _T = TypeVar("_T")
 
 def configure_tensorflow(threads: int) -> None:
     """Pin TF's thread pools before any op runs, and numpy's BLAS to one thread: defaults
-    oversubscribe 2 cores next to the Kafka and Redis clients (PITFALLS.md)."""
+    oversubscribe 2 cores next to the Kafka and Redis clients."""
     from streamrec.model.runtime import configure_threads
 
     configure_threads(intra_op=threads, inter_op=threads, blas=1)
@@ -221,8 +221,11 @@ class Trainer:
                 try:
                     self._active()
                 except _StandDown as e:
-                    log.warning("standing down: %s", e)
-                    self.metrics.stand_downs.inc()
+                    if self._stop.is_set():
+                        log.warning("%s; the next trainer reads on from the offsets Redis holds", e)
+                    else:
+                        log.warning("standing down: %s", e)
+                        self.metrics.stand_downs.inc()
                 finally:
                     self._leave()
         finally:
@@ -487,7 +490,7 @@ class Trainer:
                 # Asked to stop during an outage, and the stop's grace period is half spent.
                 # Nothing is lost: Redis's offsets did not move, so these records are read
                 # again next time.
-                raise _StandDown(f"stopping while {what} is unavailable")
+                raise _StandDown(f"stopping while {what} is unavailable, as asked")
             self.life.beat()
             time.sleep(backoff.compute(failures))
 

@@ -1,6 +1,6 @@
 """Read recommendations from Redis without TensorFlow: what applications embed.
 
-Paths, in order (DESIGN.md "Read path"), and why each exists:
+Paths, in order, and why each exists:
 
 1. `precomputed`: the trainer's top-K, written with the user's vector. Cheapest (no scoring),
    and used only when at least as new as that vector, so a user never sees a list that ignores
@@ -92,7 +92,7 @@ class StoreUnavailable(RuntimeError):
 @contextmanager
 def _store_errors() -> Iterator[None]:
     """Turn redis-py's exceptions into one typed error; never log the URL (it may carry a
-    password, PITFALLS.md)."""
+    password: CVE-2026-32597)."""
     try:
         yield
     except AuthenticationError as e:

@@ -52,7 +52,7 @@ class KafkaConfig:
         for name in ("events_topic", "dlq_topic", "items_topic", "users_topic", "group_id"):
             _require(bool(getattr(self, name)), name, "must not be empty")
         _require(1 <= self.partitions <= 10_000, "partitions", "must be in 1..10000")
-        # kafka-python returns nothing for timeout 0 (PITFALLS.md #2609): never poll with 0.
+        # kafka-python returns nothing for timeout 0 (kafka-python #2609): never poll with 0.
         _require(self.poll_timeout_ms >= 1, "poll_timeout_ms", "must be >= 1 (0 returns nothing)")
         _require(self.max_poll_records >= 1, "max_poll_records", "must be >= 1")
         _require(self.fetch_max_bytes >= 1024, "fetch_max_bytes", "must be >= 1024")

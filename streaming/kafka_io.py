@@ -1,6 +1,6 @@
 """Kafka clients configured once: producers, the trainer's consumer, publishing and dead letters.
 
-kafka-python is pinned (PITFALLS.md). Settings come from `KafkaConfig`; everything else is a
+kafka-python is pinned to an exact version. Settings come from `KafkaConfig`; everything else is a
 deliberate default written here once so every process behaves the same.
 """
 

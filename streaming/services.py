@@ -67,7 +67,7 @@ SERVICES: tuple[str, ...] = (KAFKA, REDIS)
 # Redis settings streamrec relies on, shared by the local server's config file, the
 # testcontainers fixture and (checked by a test) docker-compose.yml.
 REDIS_SETTINGS: tuple[tuple[str, str], ...] = (
-    # DESIGN.md: state must survive a crash to the second, and is never evicted.
+    # State must survive a crash to the second, and is never evicted.
     ("appendonly", "yes"),
     ("appendfsync", "everysec"),
     ("maxmemory-policy", "noeviction"),

@@ -46,7 +46,7 @@ class FenceLost(RuntimeError):
 def connect(cfg: RedisConfig) -> redis.Redis:
     """A client that retries connection errors with jittered exponential backoff.
 
-    Explicit timeouts and Retry (PITFALLS.md): defaults changed between redis-py releases.
+    Explicit timeouts and Retry: defaults changed between redis-py releases.
     """
     retry = Retry(
         ExponentialWithJitterBackoff(

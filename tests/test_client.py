@@ -1,6 +1,6 @@
 """The read client against a real Redis: each path, its fallbacks, bad input and outages.
 
-The keys are written here by hand in the trainer's layout (DESIGN.md "Redis keys"), so each
+The keys are written here by hand in the trainer's layout (`streaming/keys.py`), so each
 case sets up exactly the state that selects one path; `test_coldstart_pipeline.py` checks the
 same paths against what the real trainer writes.
 """

@@ -120,3 +120,13 @@ def test_dockerignore_keeps_local_state_out() -> None:
         if line.strip() and not line.startswith("#")
     }
     assert {".streamrec", ".venv", ".git"} <= lines
+
+
+def test_the_trainer_is_healthy_when_it_is_ready(compose: dict[str, Any]) -> None:
+    trainer = compose["services"]["trainer"]
+    port = _environment(trainer)["STREAMREC_TRAINER_METRICS_PORT"]
+    probe = " ".join(trainer["healthcheck"]["test"])
+    assert f"127.0.0.1:{port}/ready" in probe, probe
+    # Docker's SIGKILL must not come before the trainer's own grace period is over.
+    grace_ms = int(_environment(trainer).get("STREAMREC_TRAINER_STOP_GRACE_MS", "8000"))
+    assert int(trainer["stop_grace_period"].rstrip("s")) * 1000 > grace_ms
