@@ -26,7 +26,24 @@ def _setup_logging(verbose: bool) -> None:
     )
     for noisy in ("kafka", "urllib3", "matplotlib", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        for name in _LIBRARY_CHATTER:
+            logging.getLogger(name).addFilter(_drop_library_chatter)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# kafka-python warnings nobody can act on: its I/O loop timing a task that waited for the
+# interpreter lock (the trainer's learning holds it), and the coordinator it re-finds at
+# once after a new topic or a rebalance. `-v` shows them.
+_LIBRARY_CHATTER = {
+    "kafka.net.selector": "blocking the event loop",
+    "kafka.coordinator.base": "Marking the coordinator dead",
+}
+
+
+def _drop_library_chatter(record: logging.LogRecord) -> bool:
+    needle = _LIBRARY_CHATTER.get(record.name)
+    return needle is None or needle not in record.getMessage()
 
 
 def cmd_services(args: argparse.Namespace, cfg: Config) -> int:

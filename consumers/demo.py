@@ -7,6 +7,7 @@ them first, so a rerun starts from the same point and never touches real `stream
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -53,7 +54,7 @@ def reset(cfg: Config, home: Path) -> None:
 def _end_offsets(cfg: Config) -> dict[str, int]:
     from kafka import KafkaConsumer, TopicPartition
 
-    c = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap.split(","))
+    c = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap.split(","), enable_auto_commit=False)
     try:
         parts = c.partitions_for_topic(cfg.kafka.events_topic) or set()
         tps = [TopicPartition(cfg.kafka.events_topic, p) for p in parts]
@@ -109,7 +110,9 @@ def main(
             published.set()
 
     timeline: list[dict[str, Any]] = []
-    bar = tqdm(total=events, unit="ev", desc="learned", mininterval=0.5)
+    # Made at the first batch, after TensorFlow's start and the compilation: a bar made
+    # before them showed 0 % for half a minute, then a rate that promised 20 minutes.
+    bars: list[Any] = []
     end: dict[str, int] = {}
     trainer: Trainer
 
@@ -118,6 +121,8 @@ def main(
     def on_batch(stats: Any) -> None:
         if not first:
             first.append((time.monotonic(), stats.events))
+            bars.append(tqdm(total=events, unit="ev", desc="learned", mininterval=0.5))
+        bar = bars[0]
         bar.update(stats.events + stats.dead_letters - bar.n)
         timeline.append(
             {"t": time.monotonic() - t_learn, "events": stats.events, "loss": stats.last_loss}
@@ -131,8 +136,10 @@ def main(
     pub = threading.Thread(target=publish, name="publisher", daemon=True)
     t_learn = time.monotonic()
     pub.start()
+    log.info("publishing %d events while the trainer starts (they wait in Kafka meanwhile)", events)
     stats = trainer.run()
-    bar.close()
+    for bar in bars:
+        bar.close()
     pub.join()
     if pub_error:
         raise RuntimeError("publishing failed") from pub_error[0]
@@ -178,7 +185,39 @@ def main(
     _print_report(report, plot)
     if evaluate:
         _quality(dcfg, seed, min(events, 50_000), out_dir)
+    print()
+    print(read_back_commands(dcfg, users[0]))
     return 0
+
+
+def read_back_commands(cfg: Config, user: str) -> str:
+    """The commands that read the demo's recommendations: its keys live under its own prefix,
+    so the README's plain `streamrec recommend` (prefix `sr:`) finds nothing of it."""
+    import shlex
+    import sys
+    from urllib.parse import quote, urlsplit
+
+    exe = Path(sys.executable).parent / "streamrec"
+    with contextlib.suppress(ValueError):  # outside the working folder: the full path
+        exe = exe.relative_to(Path.cwd())
+    url = urlsplit(cfg.redis.url)
+    prefix = cfg.redis.prefix
+    env = f"STREAMREC_REDIS_PREFIX={shlex.quote(prefix)}"
+    if url.hostname not in (None, "127.0.0.1", "localhost") or url.port != 6379:
+        env += f" STREAMREC_REDIS_URL={shlex.quote(cfg.redis.url)}"
+    cli = f"redis-cli -h {url.hostname or '127.0.0.1'} -p {url.port or 6379}"
+    if url.path.strip("/") not in ("", "0"):
+        cli += f" -n {url.path.strip('/')}"
+    key = shlex.quote(f"{prefix}recs:{{{user}}}")
+    return "\n".join(
+        [
+            f"read them yourself (the demo writes under the Redis prefix {prefix}):",
+            f"  {env} {exe} recommend --user {user} -k 5",
+            f"  {env} {exe} serve     # then, from another terminal:",
+            f"  curl 'http://127.0.0.1:8080/recommend/{quote(user)}?k=5'",
+            f"  {cli} GET {key}",
+        ]
+    )
 
 
 def _quality(cfg: Config, seed: int, n_events: int, out_dir: Path) -> None:

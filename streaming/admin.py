@@ -99,7 +99,9 @@ def create_topics(
                 wanted,
             )
     existed = sorted(set(topics) - set(created))
-    log.info(
+    # Said once: every later check (the trainer's own, at each start) finds them there.
+    log.log(
+        logging.INFO if created else logging.DEBUG,
         "topics ready in %.1f s: created %s%s",
         time.monotonic() - t0,
         ", ".join(sorted(created)) or "none",
