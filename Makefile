@@ -56,5 +56,8 @@ services-status: install
 bench: install
 	$(BIN)/streamrec bench all
 
+.PHONY: docs
+docs: install ; $(BIN)/python tools/gen_config_docs.py
+
 clean: services-down
 	rm -rf $(VENV) .mypy_tree .pytest_cache .ruff_cache .mypy_cache
