@@ -38,7 +38,7 @@ def _require(cond: bool, setting: str, message: str) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Model and optimiser settings; every field is documented in README's config table."""
+    """Model and optimiser settings; every field is documented in docs/configuration.md."""
 
     dim: int = 32
     learning_rate: float = 0.25  # SGD with row_scaling 0.5; see tests/test_model_learning.py
