@@ -160,7 +160,7 @@ def _section_types() -> dict[str, type]:
 
 
 def settings() -> list[tuple[str, Any, str]]:
-    """(variable, default, type) of every setting, for docs/configuration.md and `streamrec config`."""
+    """(variable, default, type) of every setting: docs/configuration.md, `streamrec config`."""
     out: list[tuple[str, Any, str]] = []
     for sec_name, sec_type in _section_types().items():
         hints = typing.get_type_hints(sec_type)
