@@ -1,7 +1,9 @@
 """`streamrec` command line: services, topics, generate, publish, train, recommend, demo, config.
 
-Heavy imports (TensorFlow, Kafka clients) happen inside the subcommand that needs them, so
-`streamrec --help` and `streamrec recommend` stay fast.
+Every command's options and its wiring (config sections in, library calls, what it prints, its
+exit code) live here, so `streaming/` and `model/` stay libraries that never read the process
+config. Heavy imports (TensorFlow, Kafka clients) happen inside the subcommand that needs them,
+so `streamrec --help` and `streamrec recommend` stay fast.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 
 from streamrec.consumers.config import Config, settings
 from streamrec.model.config import ConfigError
+from streamrec.streaming.config import RedisConfig
 
 log = logging.getLogger("streamrec.cli")
 
@@ -101,9 +104,64 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> int:
         return 0
 
 
-def cmd_recommend(args: argparse.Namespace, cfg: Config) -> int:
-    from streamrec.streaming.client import run_recommend
+def add_recommend_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--user", required=True, help="user id")
+    p.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    p.add_argument(
+        "--feature",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a user feature for a cold-start user (repeatable); replaces the stored ones",
+    )
+    p.add_argument("--include-seen", action="store_true", help="do not exclude seen items")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p
 
+
+def run_recommend(args: argparse.Namespace, redis_cfg: RedisConfig) -> int:
+    """Exit codes: 0 served, 2 bad arguments, 3 Redis unavailable (retriable), 4 not."""
+    from streamrec.streaming.client import (
+        InvalidRequest,
+        Recommender,
+        StoreUnavailable,
+        parse_feature_args,
+    )
+
+    features = getattr(args, "feature", None) or []
+    include_seen = bool(getattr(args, "include_seen", False))
+    try:
+        feats = parse_feature_args(features) if features else None
+        rec = Recommender(redis_cfg)
+        out = rec.recommend(args.user, k=args.k, exclude_seen=not include_seen, user_features=feats)
+    except InvalidRequest as e:
+        print(f"streamrec recommend: {e}", file=sys.stderr)
+        return 2
+    except StoreUnavailable as e:
+        print(f"streamrec recommend: {e}", file=sys.stderr)
+        return 3 if e.retriable else 4
+    if getattr(args, "json", False):
+        import orjson
+
+        sys.stdout.write(orjson.dumps(out.to_dict()).decode() + "\n")
+        return 0
+    print(f"user {out.user} ({out.source}):")
+    for rank, (item, score) in enumerate(out.pairs(), 1):
+        print(f"  {rank:>2}. {item:<20} {score:10.4f}")
+    if not out.items:
+        print("  (nothing to recommend yet)")
+    return 0
+
+
+def cli_recommend(argv: Sequence[str] | None = None, redis_cfg: RedisConfig | None = None) -> int:
+    """`streamrec recommend --user U [-k K] [--feature name=value ...] [--json]`."""
+    p = add_recommend_arguments(
+        argparse.ArgumentParser(prog="streamrec recommend", description=cli_recommend.__doc__)
+    )
+    return run_recommend(p.parse_args(argv), redis_cfg or RedisConfig())
+
+
+def cmd_recommend(args: argparse.Namespace, cfg: Config) -> int:
     return run_recommend(args, cfg.redis)
 
 
@@ -225,12 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("recommend", help="read a user's recommendations from Redis")
-    s.add_argument("--user", required=True)
-    s.add_argument("-k", type=int, default=10)
-    s.add_argument("--feature", action="append", default=[], metavar="NAME=VALUE")
-    s.add_argument("--include-seen", action="store_true")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_recommend)
+    add_recommend_arguments(s).set_defaults(func=cmd_recommend)
 
     s = sub.add_parser("serve", help="HTTP: GET /recommend/{user}, /healthz, /docs")
     s.add_argument("--host", default="127.0.0.1")

@@ -27,9 +27,7 @@ This module holds the read paths. What a request may be and what it gets back ar
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -464,55 +462,3 @@ def _int_or_none(x: Any) -> int | None:
         return None if x is None else int(x)
     except ValueError:
         return None
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def add_recommend_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of `streamrec recommend`, for the main CLI's subparser."""
-    p.add_argument("--user", required=True, help="user id")
-    p.add_argument("-k", type=int, default=10, help="how many items (default 10)")
-    p.add_argument(
-        "--feature",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a user feature for a cold-start user (repeatable); replaces the stored ones",
-    )
-    p.add_argument("--include-seen", action="store_true", help="do not exclude seen items")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    return p
-
-
-def run_recommend(args: argparse.Namespace, redis_cfg: RedisConfig) -> int:
-    """Exit codes: 0 served, 2 bad arguments, 3 Redis unavailable (retriable), 4 not."""
-    features = getattr(args, "feature", None) or []
-    include_seen = bool(getattr(args, "include_seen", False))
-    try:
-        feats = parse_feature_args(features) if features else None
-        rec = Recommender(redis_cfg)
-        out = rec.recommend(args.user, k=args.k, exclude_seen=not include_seen, user_features=feats)
-    except InvalidRequest as e:
-        print(f"streamrec recommend: {e}", file=sys.stderr)
-        return 2
-    except StoreUnavailable as e:
-        print(f"streamrec recommend: {e}", file=sys.stderr)
-        return 3 if e.retriable else 4
-    if getattr(args, "json", False):
-        sys.stdout.write(orjson.dumps(out.to_dict()).decode() + "\n")
-        return 0
-    print(f"user {out.user} ({out.source}):")
-    for rank, (item, score) in enumerate(out.pairs(), 1):
-        print(f"  {rank:>2}. {item:<20} {score:10.4f}")
-    if not out.items:
-        print("  (nothing to recommend yet)")
-    return 0
-
-
-def cli_recommend(argv: Sequence[str] | None = None, redis_cfg: RedisConfig | None = None) -> int:
-    """`streamrec recommend --user U [-k K] [--feature name=value ...] [--json]`."""
-    p = add_recommend_arguments(
-        argparse.ArgumentParser(prog="streamrec recommend", description=cli_recommend.__doc__)
-    )
-    return run_recommend(p.parse_args(argv), redis_cfg or RedisConfig())
