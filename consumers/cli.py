@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from streamrec.consumers.config import Config, settings
 from streamrec.model.config import ConfigError
-from streamrec.streaming.config import RedisConfig
+from streamrec.streaming.config import KafkaConfig, RedisConfig
 
 log = logging.getLogger("streamrec.cli")
 
@@ -183,10 +183,96 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> int:
     )
 
 
-def cmd_replay(args: argparse.Namespace, cfg: Config) -> int:
-    from streamrec.streaming import replay
+def add_replay_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from streamrec.streaming.replay import FORMATS
 
-    return replay.main(args.rest, kafka_cfg=cfg.kafka)
+    p.add_argument("file", metavar="FILE", help="the log (.gz accepted)")
+    p.add_argument("--format", choices=FORMATS, default="auto", help="default: by file name")
+    p.add_argument(
+        "--columns",
+        metavar="SPEC",
+        help="column mapping for csv/jsonl, e.g. user=uid,item=sku,ts=time,ts_unit=s,rating=stars",
+    )
+    p.add_argument("--delimiter", default=",", help="CSV delimiter (default ',')")
+    p.add_argument("--positive-min", type=float, default=4.0, help="ratings >= this: positive")
+    p.add_argument("--positive-type", default="click", help="event type of positive ratings")
+    p.add_argument("--negative-max", type=float, default=2.0, help="ratings <= this: dislike")
+    p.add_argument("--speed", type=float, help="replay at N x real time (default: full speed)")
+    p.add_argument("--limit", type=int, help="publish only the first N events (in time order)")
+    p.add_argument("--topic", help="default: the events topic of the config")
+    p.add_argument("--dry-run", action="store_true", help="load and report; publish nothing")
+    p.add_argument("--report-json", metavar="FILE", help="write the load report as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def run_replay(args: argparse.Namespace, kafka_cfg: KafkaConfig) -> int:
+    """Exit 0 when every row loaded and published, 1 when some rows were bad (the good ones
+    are still published), 2 on bad arguments or an unreadable file."""
+    import math
+    from pathlib import Path
+
+    import orjson
+
+    from streamrec.streaming.replay import (
+        ColumnMapping,
+        RatingMap,
+        detect_format,
+        load_csv,
+        load_log,
+        publish_log,
+    )
+
+    try:
+        rating_map = RatingMap(
+            positive_min=args.positive_min,
+            positive_type=args.positive_type,
+            negative_max=args.negative_max,
+        )
+        mapping = ColumnMapping.parse(args.columns) if args.columns else None
+        if args.speed is not None and not (math.isfinite(args.speed) and args.speed > 0):
+            raise ValueError("--speed must be a positive number")
+        if args.limit is not None and args.limit < 0:
+            raise ValueError("--limit must be >= 0")
+        fmt = detect_format(args.file) if args.format == "auto" else args.format
+        if fmt == "csv" and mapping is None:
+            mapping = ColumnMapping()
+        loaded = (
+            load_csv(args.file, mapping or ColumnMapping(), rating_map, delimiter=args.delimiter)
+            if fmt == "csv"
+            else load_log(args.file, fmt, mapping, rating_map)
+        )
+    except (ValueError, OSError) as e:
+        print(f"streamrec replay: {e}", file=sys.stderr)
+        return 2
+    print(loaded.report.summary(), file=sys.stderr)
+    if args.report_json:
+        Path(args.report_json).write_bytes(
+            orjson.dumps(loaded.report.to_dict(), option=orjson.OPT_INDENT_2)
+        )
+    events = loaded.events if args.limit is None else loaded.events[: args.limit]
+    if not args.dry_run and events:
+        from streamrec.streaming import kafka_io
+
+        topic = args.topic or kafka_cfg.events_topic
+        producer = kafka_io.make_producer(kafka_cfg)
+        try:
+            stats = publish_log(
+                producer, topic, events, speed=args.speed, progress=not args.no_progress
+            )
+        finally:
+            producer.close()
+        rate = stats.events / max(stats.seconds, 1e-9)
+        print(
+            f"published {stats.events:,} events to {topic} in {stats.seconds:.1f} s "
+            f"({rate:,.0f}/s)",
+            file=sys.stderr,
+        )
+    return 0 if loaded.report.ok else 1
+
+
+def cmd_replay(args: argparse.Namespace, cfg: Config) -> int:
+    return run_replay(args, cfg.kafka)
 
 
 def cmd_evaluate(args: argparse.Namespace, cfg: Config) -> int:
@@ -300,8 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-eval", action="store_true", help="skip the prequential quality report")
     s.set_defaults(func=cmd_demo)
 
+    s = sub.add_parser(
+        "replay",
+        help="publish a recorded log (MovieLens, CSV, JSONL) in time order",
+        description="Load an interaction log (MovieLens u.data / ratings.dat / ratings.csv, "
+        "CSV, JSONL), validate every row, and publish it to Kafka in timestamp order.",
+    )
+    add_replay_arguments(s).set_defaults(func=cmd_replay)
+
     for name, func, text in (
-        ("replay", cmd_replay, "publish a recorded log (MovieLens, CSV, JSONL) in time order"),
         ("evaluate", cmd_evaluate, "prequential evaluation, in-process and/or through Kafka"),
         ("views", cmd_views, "embedding views: item PCA plot, why an item was recommended"),
     ):
@@ -329,14 +422,26 @@ def _in_order(argv: Sequence[str] | None, extra: list[str], rest: list[str]) -> 
     return wanted
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line as its subcommand's namespace; `args.func(args, cfg)` runs it."""
     args, extra = build_parser().parse_known_args(argv)
     if extra:
         if not hasattr(args, "rest"):
             build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
-        # argparse leaves a subcommand's leading options (`replay --speed 2 FILE`) out of
-        # REMAINDER: hand them on in their original order.
+        # argparse leaves a subcommand's leading options (`evaluate --mode both --log F`) out
+        # of REMAINDER: hand them on in their original order.
         args.rest = _in_order(argv, extra, args.rest)
+    return args
+
+
+def run(argv: Sequence[str], cfg: Config) -> int:
+    """One command with the config given instead of read from `STREAMREC_*` (tests use this)."""
+    args = parse(argv)
+    return int(args.func(args, cfg) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
     _setup_logging(args.verbose)
     try:
         cfg = Config.from_env()
