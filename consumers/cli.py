@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from streamrec.consumers.config import Config, settings
 from streamrec.model.config import ConfigError
-from streamrec.streaming.config import KafkaConfig, RedisConfig
+from streamrec.streaming.config import KafkaConfig, RedisConfig, ServicesConfig
 
 log = logging.getLogger("streamrec.cli")
 
@@ -32,10 +32,43 @@ def _setup_logging(verbose: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def cmd_services(args: argparse.Namespace, cfg: Config) -> int:
+def add_services_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("action", choices=("up", "down", "status"))
+    p.add_argument("services", nargs="*", metavar="kafka|redis", help="default: both")
+    return p
+
+
+def run_services(args: argparse.Namespace, cfg: ServicesConfig) -> int:
+    """Exit codes: 0 done, 1 a server failed (or an unknown one was named), 3 `status` found
+    one not healthy (LSB's "program is not running")."""
     from streamrec.streaming import services
 
-    return services.main([args.action], cfg.services)
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # connection chatter while probing
+    which = args.services or None
+    try:
+        if args.action == "up":
+            st = services.up(cfg, which)
+        elif args.action == "down":
+            st = services.down(cfg, which)
+        else:
+            st = services.status(cfg, which)
+    except (services.ServicesError, ConfigError) as e:
+        print(f"streamrec services {args.action}: {e}", file=sys.stderr)
+        return 1
+    for line in st.lines():
+        print(line)
+    if args.action == "up":
+        if st.bootstrap:
+            print(f"STREAMREC_KAFKA_BOOTSTRAP={st.bootstrap}")
+        if st.redis_url:
+            print(f"STREAMREC_REDIS_URL={st.redis_url}")
+    if args.action == "status" and not st.healthy:
+        return 3
+    return 0
+
+
+def cmd_services(args: argparse.Namespace, cfg: Config) -> int:
+    return run_services(args, cfg.services)
 
 
 def cmd_topics(args: argparse.Namespace, cfg: Config) -> int:
@@ -54,10 +87,53 @@ def cmd_topics(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def cmd_generate(args: argparse.Namespace, cfg: Config) -> int:
-    from streamrec.streaming import synthetic
+def add_generate_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    # Sizes left out take SyntheticConfig's defaults (not imported here: `--help` stays fast).
+    p.add_argument("--out", required=True, metavar="FILE", help="events JSONL ('-' = stdout)")
+    p.add_argument("--events", type=int, metavar="N")
+    p.add_argument("--seed", type=int, metavar="S")
+    p.add_argument("--users", type=int, metavar="N")
+    p.add_argument("--items", type=int, metavar="N")
+    p.add_argument("--user-catalogue", metavar="FILE", help="also write user catalogue records")
+    p.add_argument("--item-catalogue", metavar="FILE", help="also write item catalogue records")
+    p.set_defaults(parser=p)  # a bad size is a usage error of this subcommand
+    return p
 
-    return synthetic.main(args.rest)
+
+def cmd_generate(args: argparse.Namespace, cfg: Config) -> int:
+    from streamrec.streaming.synthetic import (
+        SyntheticConfig,
+        SyntheticStream,
+        write_jsonl,
+        write_records,
+    )
+
+    sizes = {
+        "seed": args.seed,
+        "n_users": args.users,
+        "n_items": args.items,
+        "n_events": args.events,
+    }
+    try:
+        scfg = SyntheticConfig(**{k: v for k, v in sizes.items() if v is not None})
+    except ValueError as exc:
+        args.parser.error(str(exc))
+    stream = SyntheticStream(scfg)
+    if args.out == "-":
+        n = write_records(sys.stdout.buffer, stream.events())
+        sys.stdout.buffer.flush()
+    else:
+        n = write_jsonl(args.out, stream.events())
+    if args.user_catalogue:
+        write_jsonl(args.user_catalogue, stream.user_catalogue())
+    if args.item_catalogue:
+        write_jsonl(args.item_catalogue, stream.item_catalogue())
+    print(
+        f"wrote {n} events ({scfg.n_users} users, {scfg.n_items} items, seed {scfg.seed})"
+        + (f" to {args.out}" if args.out != "-" else ""),
+        file=sys.stderr,
+    )
+    return 0
 
 
 def cmd_publish(args: argparse.Namespace, cfg: Config) -> int:
@@ -348,16 +424,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("services", help="install/start/stop the local Kafka and Redis")
-    s.add_argument("action", choices=["up", "down", "status"])
-    s.set_defaults(func=cmd_services)
+    s = sub.add_parser(
+        "services",
+        help="install/start/stop the local Kafka and Redis",
+        description="Install, start, check and stop the local Kafka broker and Redis server.",
+    )
+    add_services_arguments(s).set_defaults(func=cmd_services)
 
     s = sub.add_parser("topics", help="create the Kafka topics (idempotent)")
     s.set_defaults(func=cmd_topics)
 
-    s = sub.add_parser("generate", help="write a synthetic event log (JSONL)")
-    s.add_argument("rest", nargs=argparse.REMAINDER, help="options of the generator (--help)")
-    s.set_defaults(func=cmd_generate)
+    s = sub.add_parser(
+        "generate",
+        help="write a synthetic event log (JSONL)",
+        description="Write a seeded synthetic event stream as JSONL (gzip if FILE ends in .gz).",
+    )
+    add_generate_arguments(s).set_defaults(func=cmd_generate)
 
     s = sub.add_parser("publish", help="publish events to Kafka (a JSONL file or synthetic)")
     s.add_argument("file", nargs="?", help="JSONL event log; omit for a synthetic stream")
