@@ -33,6 +33,7 @@ unit: install
 	$(BIN)/python -m pytest -m "not integration"
 
 # mypy cannot follow the editable install's import hook: give it a link tree instead.
+# lint-imports checks the layer contracts of pyproject.toml on the same tree.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -41,6 +42,7 @@ lint: install
 	ln -sfn ../../model .mypy_tree/streamrec/model
 	ln -sfn ../../consumers .mypy_tree/streamrec/consumers
 	$(BIN)/mypy -p streamrec.streaming -p streamrec.consumers
+	PYTHONPATH=.mypy_tree $(BIN)/lint-imports --no-cache --no-logo
 
 format: install
 	$(BIN)/ruff check --fix .

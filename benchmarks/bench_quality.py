@@ -42,8 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
 
+    from streamrec.consumers.quality import evaluate_synthetic
     from streamrec.model.config import ModelConfig
-    from streamrec.model.evaluate import evaluate_synthetic, format_summary, write_report
+    from streamrec.model.evaluate import format_summary, write_report
     from streamrec.streaming.synthetic import SyntheticConfig
 
     scfg = SyntheticConfig(seed=args.seed, n_events=args.events, drift_rate=args.drift)

@@ -1,7 +1,9 @@
 """`streamrec` command line: services, topics, generate, publish, train, recommend, demo, config.
 
-Heavy imports (TensorFlow, Kafka clients) happen inside the subcommand that needs them, so
-`streamrec --help` and `streamrec recommend` stay fast.
+Every command's options and its wiring (config sections in, library calls, what it prints, its
+exit code) live here, so `streaming/` and `model/` stay libraries that never read the process
+config. Heavy imports (TensorFlow, Kafka clients) happen inside the subcommand that needs them,
+so `streamrec --help` and `streamrec recommend` stay fast.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 
 from streamrec.consumers.config import Config, settings
 from streamrec.model.config import ConfigError
+from streamrec.streaming.config import KafkaConfig, RedisConfig, ServicesConfig
 
 log = logging.getLogger("streamrec.cli")
 
@@ -46,10 +49,43 @@ def _drop_library_chatter(record: logging.LogRecord) -> bool:
     return needle is None or needle not in record.getMessage()
 
 
-def cmd_services(args: argparse.Namespace, cfg: Config) -> int:
+def add_services_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("action", choices=("up", "down", "status"))
+    p.add_argument("services", nargs="*", metavar="kafka|redis", help="default: both")
+    return p
+
+
+def run_services(args: argparse.Namespace, cfg: ServicesConfig) -> int:
+    """Exit codes: 0 done, 1 a server failed (or an unknown one was named), 3 `status` found
+    one not healthy (LSB's "program is not running")."""
     from streamrec.streaming import services
 
-    return services.main([args.action], cfg.services)
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # connection chatter while probing
+    which = args.services or None
+    try:
+        if args.action == "up":
+            st = services.up(cfg, which)
+        elif args.action == "down":
+            st = services.down(cfg, which)
+        else:
+            st = services.status(cfg, which)
+    except (services.ServicesError, ConfigError) as e:
+        print(f"streamrec services {args.action}: {e}", file=sys.stderr)
+        return 1
+    for line in st.lines():
+        print(line)
+    if args.action == "up":
+        if st.bootstrap:
+            print(f"STREAMREC_KAFKA_BOOTSTRAP={st.bootstrap}")
+        if st.redis_url:
+            print(f"STREAMREC_REDIS_URL={st.redis_url}")
+    if args.action == "status" and not st.healthy:
+        return 3
+    return 0
+
+
+def cmd_services(args: argparse.Namespace, cfg: Config) -> int:
+    return run_services(args, cfg.services)
 
 
 def cmd_topics(args: argparse.Namespace, cfg: Config) -> int:
@@ -68,10 +104,53 @@ def cmd_topics(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def cmd_generate(args: argparse.Namespace, cfg: Config) -> int:
-    from streamrec.streaming import synthetic
+def add_generate_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    # Sizes left out take SyntheticConfig's defaults (not imported here: `--help` stays fast).
+    p.add_argument("--out", required=True, metavar="FILE", help="events JSONL ('-' = stdout)")
+    p.add_argument("--events", type=int, metavar="N")
+    p.add_argument("--seed", type=int, metavar="S")
+    p.add_argument("--users", type=int, metavar="N")
+    p.add_argument("--items", type=int, metavar="N")
+    p.add_argument("--user-catalogue", metavar="FILE", help="also write user catalogue records")
+    p.add_argument("--item-catalogue", metavar="FILE", help="also write item catalogue records")
+    p.set_defaults(parser=p)  # a bad size is a usage error of this subcommand
+    return p
 
-    return synthetic.main(args.rest)
+
+def cmd_generate(args: argparse.Namespace, cfg: Config) -> int:
+    from streamrec.streaming.synthetic import (
+        SyntheticConfig,
+        SyntheticStream,
+        write_jsonl,
+        write_records,
+    )
+
+    sizes = {
+        "seed": args.seed,
+        "n_users": args.users,
+        "n_items": args.items,
+        "n_events": args.events,
+    }
+    try:
+        scfg = SyntheticConfig(**{k: v for k, v in sizes.items() if v is not None})
+    except ValueError as exc:
+        args.parser.error(str(exc))
+    stream = SyntheticStream(scfg)
+    if args.out == "-":
+        n = write_records(sys.stdout.buffer, stream.events())
+        sys.stdout.buffer.flush()
+    else:
+        n = write_jsonl(args.out, stream.events())
+    if args.user_catalogue:
+        write_jsonl(args.user_catalogue, stream.user_catalogue())
+    if args.item_catalogue:
+        write_jsonl(args.item_catalogue, stream.item_catalogue())
+    print(
+        f"wrote {n} events ({scfg.n_users} users, {scfg.n_items} items, seed {scfg.seed})"
+        + (f" to {args.out}" if args.out != "-" else ""),
+        file=sys.stderr,
+    )
+    return 0
 
 
 def cmd_publish(args: argparse.Namespace, cfg: Config) -> int:
@@ -118,9 +197,64 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> int:
         return 0
 
 
-def cmd_recommend(args: argparse.Namespace, cfg: Config) -> int:
-    from streamrec.streaming.client import run_recommend
+def add_recommend_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--user", required=True, help="user id")
+    p.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    p.add_argument(
+        "--feature",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a user feature for a cold-start user (repeatable); replaces the stored ones",
+    )
+    p.add_argument("--include-seen", action="store_true", help="do not exclude seen items")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p
 
+
+def run_recommend(args: argparse.Namespace, redis_cfg: RedisConfig) -> int:
+    """Exit codes: 0 served, 2 bad arguments, 3 Redis unavailable (retriable), 4 not."""
+    from streamrec.streaming.client import (
+        InvalidRequest,
+        Recommender,
+        StoreUnavailable,
+        parse_feature_args,
+    )
+
+    features = getattr(args, "feature", None) or []
+    include_seen = bool(getattr(args, "include_seen", False))
+    try:
+        feats = parse_feature_args(features) if features else None
+        rec = Recommender(redis_cfg)
+        out = rec.recommend(args.user, k=args.k, exclude_seen=not include_seen, user_features=feats)
+    except InvalidRequest as e:
+        print(f"streamrec recommend: {e}", file=sys.stderr)
+        return 2
+    except StoreUnavailable as e:
+        print(f"streamrec recommend: {e}", file=sys.stderr)
+        return 3 if e.retriable else 4
+    if getattr(args, "json", False):
+        import orjson
+
+        sys.stdout.write(orjson.dumps(out.to_dict()).decode() + "\n")
+        return 0
+    print(f"user {out.user} ({out.source}):")
+    for rank, (item, score) in enumerate(out.pairs(), 1):
+        print(f"  {rank:>2}. {item:<20} {score:10.4f}")
+    if not out.items:
+        print("  (nothing to recommend yet)")
+    return 0
+
+
+def cli_recommend(argv: Sequence[str] | None = None, redis_cfg: RedisConfig | None = None) -> int:
+    """`streamrec recommend --user U [-k K] [--feature name=value ...] [--json]`."""
+    p = add_recommend_arguments(
+        argparse.ArgumentParser(prog="streamrec recommend", description=cli_recommend.__doc__)
+    )
+    return run_recommend(p.parse_args(argv), redis_cfg or RedisConfig())
+
+
+def cmd_recommend(args: argparse.Namespace, cfg: Config) -> int:
     return run_recommend(args, cfg.redis)
 
 
@@ -142,10 +276,96 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> int:
     )
 
 
-def cmd_replay(args: argparse.Namespace, cfg: Config) -> int:
-    from streamrec.streaming import replay
+def add_replay_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from streamrec.streaming.replay import FORMATS
 
-    return replay.main(args.rest, kafka_cfg=cfg.kafka)
+    p.add_argument("file", metavar="FILE", help="the log (.gz accepted)")
+    p.add_argument("--format", choices=FORMATS, default="auto", help="default: by file name")
+    p.add_argument(
+        "--columns",
+        metavar="SPEC",
+        help="column mapping for csv/jsonl, e.g. user=uid,item=sku,ts=time,ts_unit=s,rating=stars",
+    )
+    p.add_argument("--delimiter", default=",", help="CSV delimiter (default ',')")
+    p.add_argument("--positive-min", type=float, default=4.0, help="ratings >= this: positive")
+    p.add_argument("--positive-type", default="click", help="event type of positive ratings")
+    p.add_argument("--negative-max", type=float, default=2.0, help="ratings <= this: dislike")
+    p.add_argument("--speed", type=float, help="replay at N x real time (default: full speed)")
+    p.add_argument("--limit", type=int, help="publish only the first N events (in time order)")
+    p.add_argument("--topic", help="default: the events topic of the config")
+    p.add_argument("--dry-run", action="store_true", help="load and report; publish nothing")
+    p.add_argument("--report-json", metavar="FILE", help="write the load report as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def run_replay(args: argparse.Namespace, kafka_cfg: KafkaConfig) -> int:
+    """Exit 0 when every row loaded and published, 1 when some rows were bad (the good ones
+    are still published), 2 on bad arguments or an unreadable file."""
+    import math
+    from pathlib import Path
+
+    import orjson
+
+    from streamrec.streaming.replay import (
+        ColumnMapping,
+        RatingMap,
+        detect_format,
+        load_csv,
+        load_log,
+        publish_log,
+    )
+
+    try:
+        rating_map = RatingMap(
+            positive_min=args.positive_min,
+            positive_type=args.positive_type,
+            negative_max=args.negative_max,
+        )
+        mapping = ColumnMapping.parse(args.columns) if args.columns else None
+        if args.speed is not None and not (math.isfinite(args.speed) and args.speed > 0):
+            raise ValueError("--speed must be a positive number")
+        if args.limit is not None and args.limit < 0:
+            raise ValueError("--limit must be >= 0")
+        fmt = detect_format(args.file) if args.format == "auto" else args.format
+        if fmt == "csv" and mapping is None:
+            mapping = ColumnMapping()
+        loaded = (
+            load_csv(args.file, mapping or ColumnMapping(), rating_map, delimiter=args.delimiter)
+            if fmt == "csv"
+            else load_log(args.file, fmt, mapping, rating_map)
+        )
+    except (ValueError, OSError) as e:
+        print(f"streamrec replay: {e}", file=sys.stderr)
+        return 2
+    print(loaded.report.summary(), file=sys.stderr)
+    if args.report_json:
+        Path(args.report_json).write_bytes(
+            orjson.dumps(loaded.report.to_dict(), option=orjson.OPT_INDENT_2)
+        )
+    events = loaded.events if args.limit is None else loaded.events[: args.limit]
+    if not args.dry_run and events:
+        from streamrec.streaming import kafka_io
+
+        topic = args.topic or kafka_cfg.events_topic
+        producer = kafka_io.make_producer(kafka_cfg)
+        try:
+            stats = publish_log(
+                producer, topic, events, speed=args.speed, progress=not args.no_progress
+            )
+        finally:
+            producer.close()
+        rate = stats.events / max(stats.seconds, 1e-9)
+        print(
+            f"published {stats.events:,} events to {topic} in {stats.seconds:.1f} s "
+            f"({rate:,.0f}/s)",
+            file=sys.stderr,
+        )
+    return 0 if loaded.report.ok else 1
+
+
+def cmd_replay(args: argparse.Namespace, cfg: Config) -> int:
+    return run_replay(args, cfg.kafka)
 
 
 def cmd_evaluate(args: argparse.Namespace, cfg: Config) -> int:
@@ -221,16 +441,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("services", help="install/start/stop the local Kafka and Redis")
-    s.add_argument("action", choices=["up", "down", "status"])
-    s.set_defaults(func=cmd_services)
+    s = sub.add_parser(
+        "services",
+        help="install/start/stop the local Kafka and Redis",
+        description="Install, start, check and stop the local Kafka broker and Redis server.",
+    )
+    add_services_arguments(s).set_defaults(func=cmd_services)
 
     s = sub.add_parser("topics", help="create the Kafka topics (idempotent)")
     s.set_defaults(func=cmd_topics)
 
-    s = sub.add_parser("generate", help="write a synthetic event log (JSONL)")
-    s.add_argument("rest", nargs=argparse.REMAINDER, help="options of the generator (--help)")
-    s.set_defaults(func=cmd_generate)
+    s = sub.add_parser(
+        "generate",
+        help="write a synthetic event log (JSONL)",
+        description="Write a seeded synthetic event stream as JSONL (gzip if FILE ends in .gz).",
+    )
+    add_generate_arguments(s).set_defaults(func=cmd_generate)
 
     s = sub.add_parser("publish", help="publish events to Kafka (a JSONL file or synthetic)")
     s.add_argument("file", nargs="?", help="JSONL event log; omit for a synthetic stream")
@@ -242,12 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("recommend", help="read a user's recommendations from Redis")
-    s.add_argument("--user", required=True)
-    s.add_argument("-k", type=int, default=10)
-    s.add_argument("--feature", action="append", default=[], metavar="NAME=VALUE")
-    s.add_argument("--include-seen", action="store_true")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_recommend)
+    add_recommend_arguments(s).set_defaults(func=cmd_recommend)
 
     s = sub.add_parser("serve", help="HTTP: GET /recommend/{user}, /healthz, /docs")
     s.add_argument("--host", default="127.0.0.1")
@@ -264,8 +485,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-eval", action="store_true", help="skip the prequential quality report")
     s.set_defaults(func=cmd_demo)
 
+    s = sub.add_parser(
+        "replay",
+        help="publish a recorded log (MovieLens, CSV, JSONL) in time order",
+        description="Load an interaction log (MovieLens u.data / ratings.dat / ratings.csv, "
+        "CSV, JSONL), validate every row, and publish it to Kafka in timestamp order.",
+    )
+    add_replay_arguments(s).set_defaults(func=cmd_replay)
+
     for name, func, text in (
-        ("replay", cmd_replay, "publish a recorded log (MovieLens, CSV, JSONL) in time order"),
         ("evaluate", cmd_evaluate, "prequential evaluation, in-process and/or through Kafka"),
         ("views", cmd_views, "embedding views: item PCA plot, why an item was recommended"),
     ):
@@ -293,14 +521,26 @@ def _in_order(argv: Sequence[str] | None, extra: list[str], rest: list[str]) -> 
     return wanted
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line as its subcommand's namespace; `args.func(args, cfg)` runs it."""
     args, extra = build_parser().parse_known_args(argv)
     if extra:
         if not hasattr(args, "rest"):
             build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
-        # argparse leaves a subcommand's leading options (`replay --speed 2 FILE`) out of
-        # REMAINDER: hand them on in their original order.
+        # argparse leaves a subcommand's leading options (`evaluate --mode both --log F`) out
+        # of REMAINDER: hand them on in their original order.
         args.rest = _in_order(argv, extra, args.rest)
+    return args
+
+
+def run(argv: Sequence[str], cfg: Config) -> int:
+    """One command with the config given instead of read from `STREAMREC_*` (tests use this)."""
+    args = parse(argv)
+    return int(args.func(args, cfg) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
     _setup_logging(args.verbose)
     try:
         cfg = Config.from_env()

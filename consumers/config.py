@@ -101,8 +101,7 @@ class Config:
         if unknown:
             raise ConfigError(
                 unknown[0],
-                "unknown setting (see docs/configuration.md); "
-                f"all unknown: {', '.join(unknown)}",
+                f"unknown setting (see docs/configuration.md); all unknown: {', '.join(unknown)}",
             )
         sections: dict[str, Any] = {}
         for sec in dataclasses.fields(cls):

@@ -222,7 +222,8 @@ def read_back_commands(cfg: Config, user: str) -> str:
 
 def _quality(cfg: Config, seed: int, n_events: int, out_dir: Path) -> None:
     """Test-then-train on the same kind of stream: the model against the baselines."""
-    from streamrec.model.evaluate import evaluate_synthetic, format_summary
+    from streamrec.consumers.quality import evaluate_synthetic
+    from streamrec.model.evaluate import format_summary
     from streamrec.streaming.synthetic import SyntheticConfig
 
     print()

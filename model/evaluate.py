@@ -55,7 +55,7 @@ __all__ = [
     "Tally",
     "build_report",
     "coverage",
-    "evaluate_synthetic",
+    "evaluate_stream",
     "fetch_recommendations",
     "format_summary",
     "hit_rate",
@@ -766,8 +766,8 @@ def format_summary(report: Mapping[str, Any]) -> str:
 # ----------------------------------------------------------------------------- synthetic
 
 
-def evaluate_synthetic(
-    stream_cfg: Any = None,
+def evaluate_stream(
+    stream: Any,
     model_cfg: ModelConfig | None = None,
     k: int = 10,
     out_dir: str | Path | None = None,
@@ -779,28 +779,25 @@ def evaluate_synthetic(
     progress: bool = False,
     models_out: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Prequential quality of the TF model vs the baselines on a synthetic stream.
+    """Prequential quality of the TF model vs the baselines on a generated stream.
 
-    `stream_cfg` is a `streamrec.streaming.synthetic.SyntheticConfig` (default: its defaults,
-    50k events). Writes `quality.json` and `quality.png` to `out_dir` when given; returns the
-    report, whose `ratios` hold model / baseline for HR, NDCG and MRR. `models_out`, when
-    given, receives the trained models by name plus the stream under "stream" (for the
-    embedding views of `streamrec.consumers.views`).
+    `stream` has `events()` (wire-format dicts) and `cfg` (a dataclass, reported under
+    "synthetic"), as `streamrec.streaming.synthetic.SyntheticStream` has; the caller builds it
+    (`streamrec.consumers.quality.evaluate_synthetic`), so model/ imports no streaming code.
+    Writes `quality.json` and `quality.png` to `out_dir` when given; returns the report, whose
+    `ratios` hold model / baseline for HR, NDCG and MRR. `models_out`, when given, receives the
+    trained models by name plus the stream under "stream" (for the embedding views of
+    `streamrec.consumers.views`).
     """
-    # The generator is pure numpy (no Kafka/Redis); imported here to keep model/ importable
-    # without the streaming package's other modules.
     from streamrec.model.baselines import make_baselines
     from streamrec.model.runtime import configure_threads
     from streamrec.model.testing import Event
-    from streamrec.streaming.synthetic import SyntheticConfig, SyntheticStream
 
     configure_threads(1, 1)
     from streamrec.model.online import OnlineRecommender
 
-    stream_cfg = stream_cfg or SyntheticConfig()
     model_cfg = model_cfg or ModelConfig()
     t0 = time.perf_counter()
-    stream = SyntheticStream(stream_cfg)
     events = [Event.from_dict(d) for d in stream.events()]
     models: dict[str, Any] = {"model": OnlineRecommender(model_cfg)}
     if baselines:
@@ -825,7 +822,7 @@ def evaluate_synthetic(
     if models_out is not None:
         models_out.update(models)
         models_out["stream"] = stream
-    report["synthetic"] = _jsonable(asdict(stream_cfg))
+    report["synthetic"] = _jsonable(asdict(stream.cfg))
     report["model_config"] = _jsonable(asdict(model_cfg))
     report["total_seconds"] = time.perf_counter() - t0
     if out_dir is not None:

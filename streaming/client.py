@@ -19,173 +19,69 @@ Every answer says which path served it. Unknown users are not errors; bad argume
 `InvalidRequest` (a ValueError) or `InvalidRequestType` (also a TypeError); Redis that does
 not answer after the client's retries is `StoreUnavailable`. Corrupt bytes in Redis fall back
 to the next path with a logged warning: a reader must not fail because a writer had a bug.
+
+This module holds the read paths. What a request may be and what it gets back are in
+`streaming.requests`, the cached item matrix in `streaming.matrix`, the scoring of a vector in
+`streaming.scoring`; every public name is importable from here, as applications always did.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import math
-import sys
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 import redis
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError
 
 from streamrec.model.ids import feature_tokens
-from streamrec.model.ranking import top_k
 from streamrec.streaming.config import RedisConfig
-from streamrec.streaming.keys import Keys, decode_vector, matrix_interval
+from streamrec.streaming.keys import Keys, decode_member, decode_vector
+from streamrec.streaming.matrix import ItemMatrix, MatrixCache, matrix_time_ms
+from streamrec.streaming.requests import (
+    MAX_USER_BYTES,
+    SOURCES,
+    Features,
+    InvalidRequest,
+    InvalidRequestType,
+    Recommendations,
+    StoreUnavailable,
+    check_features,
+    check_k,
+    check_user,
+    parse_feature_args,
+    store_errors,
+)
+from streamrec.streaming.scoring import merge_popular, score_vector
 from streamrec.streaming.store import connect
+
+# The names applications import from here, wherever they are defined.
+__all__ = [
+    "DEFAULT_MATRIX_REFRESH_MS",
+    "DEFAULT_MAX_K",
+    "DEFAULT_PRECOMPUTED_MAX_AGE_MS",
+    "MAX_USER_BYTES",
+    "SOURCES",
+    "Features",
+    "InvalidRequest",
+    "InvalidRequestType",
+    "ItemMatrix",
+    "Recommendations",
+    "Recommender",
+    "StoreUnavailable",
+    "parse_feature_args",
+    "score_vector",
+]
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("precomputed", "realtime", "features", "popularity")
-MAX_USER_BYTES = 256  # the event rules' id limit: a longer id cannot have been written
 DEFAULT_MAX_K = 1000
 DEFAULT_PRECOMPUTED_MAX_AGE_MS = 60_000
 DEFAULT_MATRIX_REFRESH_MS = 1_000
-
-Features = Mapping[str, "str | Sequence[str]"]
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class InvalidRequest(ValueError):
-    """The caller's fault: the same request fails the same way again (HTTP 422)."""
-
-    retriable = False
-
-    def __init__(self, argument: str, message: str) -> None:
-        super().__init__(f"{argument}: {message}")
-        self.argument = argument
-        self.message = message
-
-
-class InvalidRequestType(InvalidRequest, TypeError):
-    """An argument of the wrong type; also a TypeError, so both idioms catch it."""
-
-
-class StoreUnavailable(RuntimeError):
-    """Redis did not answer after the client's retries (HTTP 503).
-
-    `retriable` is True for connection errors and timeouts (try again later, the data is
-    fine) and False for errors a retry cannot fix (authentication, a misconfigured server).
-    """
-
-    def __init__(self, message: str, *, retriable: bool = True) -> None:
-        hint = "retriable: try again later" if retriable else "not retriable: check the config"
-        super().__init__(f"Redis unavailable ({hint}): {message}")
-        self.retriable = retriable
-
-
-@contextmanager
-def _store_errors() -> Iterator[None]:
-    """Turn redis-py's exceptions into one typed error; never log the URL (it may carry a
-    password: CVE-2026-32597)."""
-    try:
-        yield
-    except AuthenticationError as e:
-        raise StoreUnavailable(
-            f"authentication failed ({type(e).__name__})", retriable=False
-        ) from e
-    except (RedisConnectionError, RedisTimeoutError) as e:
-        raise StoreUnavailable(f"{type(e).__name__}: {e}") from e
-    except RedisError as e:
-        raise StoreUnavailable(f"{type(e).__name__}: {e}", retriable=False) from e
-
-
-# --------------------------------------------------------------------------- answers
-
-
-@dataclass(frozen=True)
-class Recommendations:
-    user: str
-    items: list[str]
-    scores: list[float]
-    source: str  # one of SOURCES
-
-    def pairs(self) -> list[tuple[str, float]]:
-        return list(zip(self.items, self.scores, strict=True))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON shape shared by the CLI and the HTTP endpoint."""
-        return {
-            "user": self.user,
-            "source": self.source,
-            "items": [{"item": i, "score": s} for i, s in self.pairs()],
-        }
-
-
-# --------------------------------------------------------------------------- input checks
-
-
-def _check_k(k: object, max_k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise InvalidRequestType("k", f"must be an int, got {type(k).__name__} {k!r}")
-    if not 1 <= int(k) <= max_k:
-        raise InvalidRequest("k", f"must be in 1..{max_k}, got {k}")
-    return int(k)
-
-
-def _check_user(user: object) -> str:
-    """Ids are strings; ints are accepted and normalised, as in events."""
-    if isinstance(user, bool) or not isinstance(user, (str, int)):
-        raise InvalidRequestType("user", f"must be a string, got {type(user).__name__}")
-    s = str(user)
-    try:
-        n = len(s.encode("utf-8"))
-    except UnicodeEncodeError as e:
-        raise InvalidRequest("user", "is not valid UTF-8 (lone surrogate)") from e
-    if not 1 <= n <= MAX_USER_BYTES:
-        raise InvalidRequest("user", f"must be 1..{MAX_USER_BYTES} bytes of UTF-8, got {n}")
-    return s
-
-
-def _check_features(features: object) -> tuple[str, ...]:
-    """Caller-given features -> tokens ("name=value"), the writer's own tokenisation."""
-    if not isinstance(features, Mapping):
-        raise InvalidRequestType(
-            "user_features", f"must be a mapping name -> value(s), got {type(features).__name__}"
-        )
-    for name, value in features.items():
-        if not isinstance(name, str) or not name:
-            raise InvalidRequestType("user_features", f"names must be non-empty strings: {name!r}")
-        values = [value] if isinstance(value, str) else value
-        if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
-            raise InvalidRequestType(
-                "user_features",
-                f"{name!r}: expected a string or a list of strings, got {type(value).__name__}",
-            )
-    return feature_tokens(features)
-
-
-def parse_feature_args(args: Sequence[str]) -> dict[str, str | list[str]]:
-    """`["country=DE", "genre=a", "genre=b"]` -> `{"country": "DE", "genre": ["a", "b"]}`;
-    shared by the CLI and the HTTP query string so both read features the same way."""
-    out: dict[str, str | list[str]] = {}
-    for arg in args:
-        name, sep, value = arg.partition("=")
-        if not sep or not name or not value:
-            raise InvalidRequest("feature", f"expected name=value, got {arg!r}")
-        prev = out.get(name)
-        if prev is None:
-            out[name] = value
-        elif isinstance(prev, list):
-            prev.append(value)
-        else:
-            out[name] = [prev, value]
-    return out
 
 
 # --------------------------------------------------------------------------- warnings
@@ -208,122 +104,6 @@ class _Warner:
             self._last.clear()
         self._last[(kind, key)] = now
         log.warning(msg, *args)
-
-
-# --------------------------------------------------------------------------- item matrix
-
-
-@dataclass(frozen=True)
-class ItemMatrix:
-    """One consistent snapshot of `items:{ids,matrix,bias,ver}`; never mutated, so threads
-    share it without locks and a refresh is one reference swap."""
-
-    ver: bytes
-    ids: list[str]
-    vectors: np.ndarray  # (n, dim) float32
-    biases: np.ndarray  # (n,) float32
-    index: dict[str, int] = field(repr=False)
-
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[1])
-
-
-class _MatrixCache:
-    """The item matrix, re-read only when the trainer publishes a new version.
-
-    The trainer may publish a version per batch (every ~100 ms), and 100k x 64 floats are
-    25.6 MB: re-reading each one would move more bytes than all requests together. So a
-    snapshot is kept for at least `refresh_ms` even when a newer version exists (bounded
-    staleness, like the trainer's own view of item vectors); a smaller snapshot for less, in
-    proportion (`keys.matrix_interval`). While one thread loads a new
-    version, the others keep serving the previous one instead of queueing behind the read. A
-    version that fails validation is remembered: one read and one warning, not one per request.
-    """
-
-    def __init__(self, warn: _Warner, refresh_ms: int) -> None:
-        self.current: ItemMatrix | None = None
-        self.bad_ver: bytes | None = None
-        self.loads = 0  # how many times the matrix was read from Redis (tests, metrics)
-        self.refresh_s = refresh_ms / 1000
-        self._loaded_at = 0.0
-        self._lock = threading.Lock()
-        self._warn = warn
-
-    def get(self, client: redis.Redis, keys: Keys, ver: bytes | None) -> ItemMatrix | None:
-        cur = self.current
-        if ver is None:
-            return None
-        if cur is not None and cur.ver == ver:
-            return cur
-        if ver == self.bad_ver:
-            return None
-        if cur is not None and time.monotonic() - self._loaded_at < matrix_interval(
-            self.refresh_s, cur.vectors.nbytes + cur.biases.nbytes
-        ):
-            return cur
-        if not self._lock.acquire(blocking=cur is None):
-            return cur  # another thread is loading; the previous snapshot is still valid
-        try:
-            cur = self.current
-            if cur is not None and cur.ver == ver:
-                return cur
-            return self._load(client, keys, ver)
-        finally:
-            self._lock.release()
-
-    def _load(self, client: redis.Redis, keys: Keys, ver: bytes) -> ItemMatrix | None:
-        pipe = client.pipeline(transaction=True)  # MULTI: ids, vectors and biases agree
-        for key in (keys.items_ver, keys.items_ids, keys.items_matrix, keys.items_bias):
-            pipe.get(key)
-        with _store_errors():
-            got_ver, ids_raw, mat_raw, bias_raw = pipe.execute(raise_on_error=False)
-        self.loads += 1
-        self._loaded_at = time.monotonic()
-        if isinstance(got_ver, bytes):
-            ver = got_ver  # the snapshot read is what we cache, whatever was asked for
-        try:
-            m = _decode_matrix(ver, ids_raw, mat_raw, bias_raw)
-        except (ValueError, TypeError) as e:
-            self.bad_ver = ver
-            self._warn(
-                "matrix",
-                keys.items_matrix,
-                "item matrix version %r in Redis is unusable (%s): real-time scoring is off "
-                "until a new version is written",
-                ver,
-                e,
-            )
-            return None
-        self.current = m
-        self.bad_ver = None
-        return m
-
-
-def _matrix_time_ms(m: ItemMatrix) -> float:
-    """When the trainer wrote the snapshot (its version is time.time_ns() then); 0 if the
-    version is not a time (an older writer's counter): never newer than a list."""
-    try:
-        ver = int(m.ver)
-    except ValueError:
-        return 0.0
-    return ver / 1e6 if ver > 10**17 else 0.0
-
-
-def _decode_matrix(ver: bytes, ids_raw: Any, mat_raw: Any, bias_raw: Any) -> ItemMatrix:
-    for name, raw in (("ids", ids_raw), ("matrix", mat_raw), ("bias", bias_raw)):
-        if not isinstance(raw, bytes):
-            raise ValueError(f"items:{name} is {'missing' if raw is None else repr(raw)[:80]}")
-    ids = orjson.loads(ids_raw)
-    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
-        raise ValueError("items:ids is not a non-empty JSON list of strings")
-    n = len(ids)
-    biases = decode_vector(bias_raw, n)
-    flat = decode_vector(mat_raw)
-    if flat.shape[0] == 0 or flat.shape[0] % n:
-        raise ValueError(f"items:matrix holds {flat.shape[0]} floats, not a multiple of {n} ids")
-    vectors = flat.reshape(n, flat.shape[0] // n)
-    return ItemMatrix(ver, ids, vectors, biases, {item: j for j, item in enumerate(ids)})
 
 
 # --------------------------------------------------------------------------- the reader
@@ -381,7 +161,7 @@ class Recommender:
         self._warn = _Warner()
         if matrix_refresh_ms < 0:
             raise InvalidRequest("matrix_refresh_ms", f"must be >= 0, got {matrix_refresh_ms}")
-        self._matrix = _MatrixCache(self._warn, matrix_refresh_ms)
+        self._matrix = MatrixCache(self._warn, matrix_refresh_ms)
 
     # -- public ---------------------------------------------------------------------------
 
@@ -398,7 +178,7 @@ class Recommender:
         items, which this caller wants back). `user_features` replace the stored ones for
         this call and matter only when the user has no usable vector.
         """
-        feats = None if user_features is None else {_check_user(user): user_features}
+        feats = None if user_features is None else {check_user(user): user_features}
         return self.recommend_many([user], k, exclude_seen, feats)[0]
 
     def recommend_many(
@@ -411,17 +191,17 @@ class Recommender:
         """One answer per user, in order. One round trip reads every user's own keys (plus
         the matrix version); a second one, only if some user needs it, reads feature
         embeddings and popularity for all those users at once."""
-        k = _check_k(k, self.max_k)
+        k = check_k(k, self.max_k)
         if isinstance(users, (str, bytes)) or not isinstance(users, Sequence):
             raise InvalidRequestType("users", "must be a sequence of user ids")
         if not isinstance(exclude_seen, bool):
             raise InvalidRequestType("exclude_seen", "must be a bool")
-        ids = [_check_user(u) for u in users]
+        ids = [check_user(u) for u in users]
         given: dict[str, tuple[str, ...]] = {}
         if user_features is not None:
             if not isinstance(user_features, Mapping):
                 raise InvalidRequestType("user_features", "must map user -> features")
-            given = {_check_user(u): _check_features(f) for u, f in user_features.items()}
+            given = {check_user(u): check_features(f) for u, f in user_features.items()}
         if not ids:
             return []
 
@@ -435,7 +215,7 @@ class Recommender:
                 pipe.zrange(keys.seen(u), 0, -1)
             if u not in given:
                 pipe.get(keys.user_features(u))
-        with _store_errors():
+        with store_errors():
             replies = pipe.execute(raise_on_error=False)
         it = iter(replies)
         items_ver = self._ok(next(it), "items:ver", keys.items_ver)
@@ -466,13 +246,13 @@ class Recommender:
 
     def popularity(self, user: str, k: int = 10, seen: Sequence[str] = ()) -> Recommendations:
         """Global popularity only (what a brand-new user without features gets)."""
-        k = _check_k(k, self.max_k)
-        user = _check_user(user)
-        with _store_errors():
+        k = check_k(k, self.max_k)
+        user = check_user(user)
+        with store_errors():
             got = self.client.zrange(
                 self.keys.popularity(), 0, k + len(seen) - 1, desc=True, withscores=True
             )
-        items, scores = self._rank_popular([got], set(seen), k, self.keys.popularity())
+        items, scores = merge_popular([got], set(seen), k)
         return Recommendations(user, items, scores, "popularity")
 
     def health(self) -> dict[str, Any]:
@@ -481,7 +261,7 @@ class Recommender:
         pipe.ping()
         pipe.hgetall(self.keys.model)
         pipe.get(self.keys.items_ver)
-        with _store_errors():
+        with store_errors():
             _, meta, ver = pipe.execute()
         m = self._matrix.current
         return {
@@ -494,7 +274,7 @@ class Recommender:
 
     def item_matrix(self) -> ItemMatrix | None:
         """The current matrix snapshot (refreshed if a new version was published)."""
-        with _store_errors():
+        with store_errors():
             ver = self.client.get(self.keys.items_ver)
         return self._matrix.get(self.client, self.keys, ver if isinstance(ver, bytes) else None)
 
@@ -524,7 +304,7 @@ class Recommender:
         if seen:
             pairs = [p for p in pairs if p[0] not in seen]
         m = self._matrix.current
-        if m is not None and _matrix_time_ms(m) >= ts:
+        if m is not None and matrix_time_ms(m) >= ts:
             # The cached catalogue is newer than the list: an item it lacks was evicted (or
             # dropped) since the list was ranked. An older cache says nothing about it.
             index = m.index
@@ -578,26 +358,24 @@ class Recommender:
                     pipe.zrange(
                         keys.popularity(t), 0, k + len(p.seen) - 1, desc=True, withscores=True
                     )
-        with _store_errors():
+        with store_errors():
             replies = pipe.execute(raise_on_error=False)
         it = iter(replies)
         glob = self._ok(next(it), "pop", keys.popularity()) or []
         out: list[Recommendations] = []
         for p in pending:
             if not p.tokens:
-                items, scores = self._rank_popular([glob], p.seen, k, keys.popularity())
+                items, scores = merge_popular([glob], p.seen, k)
                 out.append(Recommendations(p.user, items, scores, "popularity"))
                 continue
             embs = self._ok(next(it), "ufe", keys.user_feature_vectors)
             segs = [self._ok(next(it), "pop", keys.popularity(t)) or [] for t in p.tokens]
             ans = self._feature_vector(p, k, embs, items_ver)
             if ans is None:
-                items, scores = self._rank_popular(segs, p.seen, k, keys.popularity())
+                items, scores = merge_popular(segs, p.seen, k)
                 n_seg = len(items)
                 if n_seg < k:
-                    more_items, more_scores = self._rank_popular(
-                        [glob], p.seen | set(items), k - n_seg, keys.popularity()
-                    )
+                    more_items, more_scores = merge_popular([glob], p.seen | set(items), k - n_seg)
                     items += more_items
                     scores += more_scores
                 ans = Recommendations(p.user, items, scores, "features" if n_seg else "popularity")
@@ -656,14 +434,14 @@ class Recommender:
             self._warn(kind, key, "unreadable key %s (%s): treated as absent", key, reply)
             return None
         if isinstance(reply, Exception):
-            with _store_errors():
+            with store_errors():
                 raise reply
         return reply
 
     def _seen(self, user: str, raw: Any) -> set[str]:
         if not raw:
             return set()
-        return {_text(x) for x in raw}
+        return {decode_member(x) for x in raw}
 
     def _stored_tokens(self, user: str, raw: Any) -> tuple[str, ...]:
         if raw is None:
@@ -678,109 +456,9 @@ class Recommender:
             self._warn("uf", key, "corrupt user features in %s (%s): ignored", key, e)
             return ()
 
-    def _rank_popular(
-        self, lists: Sequence[Any], seen: set[str], k: int, key: str
-    ) -> tuple[list[str], list[float]]:
-        """Merge zset slices: an item's score is log2 of its summed decayed counts over the
-        lists (scores are log2 of absolute decayed sums, so adding in linear space is a
-        log-add), ties by item id."""
-        acc: dict[str, float] = {}
-        for rows in lists:
-            for member, score in rows:
-                item = _text(member)
-                if item in seen or not math.isfinite(score):
-                    continue
-                prev = acc.get(item)
-                acc[item] = score if prev is None else _logaddexp2(prev, score)
-        best = sorted(acc.items(), key=lambda p: (-p[1], p[0]))[:k]
-        return [p[0] for p in best], [p[1] for p in best]
-
-
-def score_vector(
-    m: ItemMatrix, vec: np.ndarray, seen: set[str], k: int
-) -> tuple[list[str], list[float]]:
-    """Scores as the trainer ranks them (float32 product plus item bias, then
-    `model.ranking.top_k`, ties by id), so both paths order one state the same way. Kept in
-    float32, as the trainer does: a float64 copy orders identically but made the selection
-    cost 2.1 ms instead of 0.6 ms at 100k items.
-
-    BLAS's matrix-vector product: 1.6 ms at 100k x 64 here with OpenBLAS's two threads, 2.3 ms
-    with one, 2.8 ms with `einsum`. Processes serving side by side want one BLAS thread each
-    (`streamrec serve` sets it; see `threadpoolctl`): 8 processes with two each doubled p50.
-    """
-    scores = m.vectors @ vec.astype(np.float32)
-    scores += m.biases
-    if seen:
-        rows = [j for j in map(m.index.get, seen) if j is not None]
-        if rows:
-            scores[rows] = -np.inf
-    best = top_k(scores, k, m.ids)
-    return [m.ids[j] for j in best], [float(scores[j]) for j in best]
-
-
-def _logaddexp2(a: float, b: float) -> float:
-    hi, lo = (a, b) if a >= b else (b, a)
-    return hi + math.log2(1.0 + 2.0 ** (lo - hi))
-
-
-def _text(x: Any) -> str:
-    return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
-
 
 def _int_or_none(x: Any) -> int | None:
     try:
         return None if x is None else int(x)
     except ValueError:
         return None
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def add_recommend_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of `streamrec recommend`, for the main CLI's subparser."""
-    p.add_argument("--user", required=True, help="user id")
-    p.add_argument("-k", type=int, default=10, help="how many items (default 10)")
-    p.add_argument(
-        "--feature",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a user feature for a cold-start user (repeatable); replaces the stored ones",
-    )
-    p.add_argument("--include-seen", action="store_true", help="do not exclude seen items")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    return p
-
-
-def run_recommend(args: argparse.Namespace, redis_cfg: RedisConfig) -> int:
-    """Exit codes: 0 served, 2 bad arguments, 3 Redis unavailable (retriable), 4 not."""
-    features = getattr(args, "feature", None) or []
-    include_seen = bool(getattr(args, "include_seen", False))
-    try:
-        feats = parse_feature_args(features) if features else None
-        rec = Recommender(redis_cfg)
-        out = rec.recommend(args.user, k=args.k, exclude_seen=not include_seen, user_features=feats)
-    except InvalidRequest as e:
-        print(f"streamrec recommend: {e}", file=sys.stderr)
-        return 2
-    except StoreUnavailable as e:
-        print(f"streamrec recommend: {e}", file=sys.stderr)
-        return 3 if e.retriable else 4
-    if getattr(args, "json", False):
-        sys.stdout.write(orjson.dumps(out.to_dict()).decode() + "\n")
-        return 0
-    print(f"user {out.user} ({out.source}):")
-    for rank, (item, score) in enumerate(out.pairs(), 1):
-        print(f"  {rank:>2}. {item:<20} {score:10.4f}")
-    if not out.items:
-        print("  (nothing to recommend yet)")
-    return 0
-
-
-def cli_recommend(argv: Sequence[str] | None = None, redis_cfg: RedisConfig | None = None) -> int:
-    """`streamrec recommend --user U [-k K] [--feature name=value ...] [--json]`."""
-    p = add_recommend_arguments(
-        argparse.ArgumentParser(prog="streamrec recommend", description=cli_recommend.__doc__)
-    )
-    return run_recommend(p.parse_args(argv), redis_cfg or RedisConfig())

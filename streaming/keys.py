@@ -105,5 +105,10 @@ def decode_vector(raw: bytes, dim: int | None = None) -> np.ndarray:
     return vec
 
 
+def decode_member(x: object) -> str:
+    """A set or zset member as text; ids are UTF-8, and a bad byte must not fail a read."""
+    return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
+
+
 def offset_field(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"

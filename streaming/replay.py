@@ -15,14 +15,12 @@ turned into milliseconds. A `.gz` suffix is read through gzip.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import gzip
 import io
 import itertools
 import math
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +30,6 @@ from typing import IO, Any
 import orjson
 
 from streamrec.model.config import DEFAULT_EVENT_WEIGHTS
-from streamrec.streaming.config import KafkaConfig
 from streamrec.streaming.events import (
     INVALID_JSON,
     MISSING_FIELD,
@@ -57,7 +54,6 @@ __all__ = [
     "load_jsonl",
     "load_log",
     "load_movielens",
-    "main",
     "publish_log",
 ]
 
@@ -615,98 +611,3 @@ def publish_log(
     if errors:
         raise RuntimeError(f"publishing to {topic} failed: {errors[0]!r}")
     return stats
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="streamrec replay",
-        description="Load an interaction log (MovieLens u.data / ratings.dat / ratings.csv, "
-        "CSV, JSONL), validate every row, and publish it to Kafka in timestamp order.",
-    )
-    p.add_argument("file", metavar="FILE", help="the log (.gz accepted)")
-    p.add_argument("--format", choices=FORMATS, default="auto", help="default: by file name")
-    p.add_argument(
-        "--columns",
-        metavar="SPEC",
-        help="column mapping for csv/jsonl, e.g. user=uid,item=sku,ts=time,ts_unit=s,rating=stars",
-    )
-    p.add_argument("--delimiter", default=",", help="CSV delimiter (default ',')")
-    p.add_argument("--positive-min", type=float, default=4.0, help="ratings >= this: positive")
-    p.add_argument("--positive-type", default="click", help="event type of positive ratings")
-    p.add_argument("--negative-max", type=float, default=2.0, help="ratings <= this: dislike")
-    p.add_argument("--speed", type=float, help="replay at N x real time (default: full speed)")
-    p.add_argument("--limit", type=int, help="publish only the first N events (in time order)")
-    p.add_argument("--topic", help="default: the events topic of the config")
-    p.add_argument("--dry-run", action="store_true", help="load and report; publish nothing")
-    p.add_argument("--report-json", metavar="FILE", help="write the load report as JSON")
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
-def _kafka_from_env() -> KafkaConfig:
-    # The process config (STREAMREC_* variables) is composed one layer up; imported here only
-    # so that `python -m streamrec.streaming.replay` honours the same variables as the CLI.
-    from streamrec.consumers.config import Config
-
-    return Config.from_env().kafka
-
-
-def main(argv: Sequence[str] | None = None, kafka_cfg: KafkaConfig | None = None) -> int:
-    """`streamrec replay FILE`: exit 0 when every row loaded and published, 1 when some rows
-    were bad (the good ones are still published), 2 on bad arguments or an unreadable file."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    try:
-        rating_map = RatingMap(
-            positive_min=args.positive_min,
-            positive_type=args.positive_type,
-            negative_max=args.negative_max,
-        )
-        mapping = ColumnMapping.parse(args.columns) if args.columns else None
-        if args.speed is not None and not (math.isfinite(args.speed) and args.speed > 0):
-            raise ValueError("--speed must be a positive number")
-        if args.limit is not None and args.limit < 0:
-            raise ValueError("--limit must be >= 0")
-        fmt = detect_format(args.file) if args.format == "auto" else args.format
-        if fmt == "csv" and mapping is None:
-            mapping = ColumnMapping()
-        loaded = (
-            load_csv(args.file, mapping or ColumnMapping(), rating_map, delimiter=args.delimiter)
-            if fmt == "csv"
-            else load_log(args.file, fmt, mapping, rating_map)
-        )
-    except (ValueError, OSError) as e:
-        print(f"streamrec replay: {e}", file=sys.stderr)
-        return 2
-    print(loaded.report.summary(), file=sys.stderr)
-    if args.report_json:
-        Path(args.report_json).write_bytes(
-            orjson.dumps(loaded.report.to_dict(), option=orjson.OPT_INDENT_2)
-        )
-    events = loaded.events if args.limit is None else loaded.events[: args.limit]
-    if not args.dry_run and events:
-        from streamrec.streaming import kafka_io
-
-        kcfg = kafka_cfg or _kafka_from_env()
-        topic = args.topic or kcfg.events_topic
-        producer = kafka_io.make_producer(kcfg)
-        try:
-            stats = publish_log(
-                producer, topic, events, speed=args.speed, progress=not args.no_progress
-            )
-        finally:
-            producer.close()
-        rate = stats.events / max(stats.seconds, 1e-9)
-        print(
-            f"published {stats.events:,} events to {topic} in {stats.seconds:.1f} s "
-            f"({rate:,.0f}/s)",
-            file=sys.stderr,
-        )
-    return 0 if loaded.report.ok else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -34,7 +34,6 @@ No TensorFlow import here: `streamrec services up` must be fast and work without
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import fcntl
@@ -47,7 +46,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -55,7 +53,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from streamrec.model.config import ConfigError
 from streamrec.streaming.config import ServicesConfig
 
 log = logging.getLogger("streamrec.services")
@@ -1288,51 +1285,3 @@ def down(cfg: ServicesConfig, services: Iterable[str] | None = None) -> Services
 def status(cfg: ServicesConfig, services: Iterable[str] | None = None) -> ServicesStatus:
     """Pid, port and health of each server; changes nothing."""
     return _status_of({srv.name: srv.state() for srv in _servers(cfg, services)})
-
-
-def main(argv: Sequence[str] | None = None, cfg: ServicesConfig | None = None) -> int:
-    """`up|down|status [kafka|redis ...]`; settings come from STREAMREC_SERVICES_* variables."""
-    parser = argparse.ArgumentParser(
-        prog="streamrec services",
-        description="Install, start, check and stop the local Kafka broker and Redis server.",
-    )
-    parser.add_argument("action", choices=("up", "down", "status"))
-    parser.add_argument("services", nargs="*", metavar="kafka|redis", help="default: both")
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
-    logging.getLogger("kafka").setLevel(logging.ERROR)  # connection chatter while probing
-    which = args.services or None
-    try:
-        if cfg is None:
-            # Deferred: the full config validates every STREAMREC_* variable (a typo fails).
-            from streamrec.consumers.config import Config
-
-            cfg = Config.from_env().services
-        if args.action == "up":
-            st = up(cfg, which)
-        elif args.action == "down":
-            st = down(cfg, which)
-        else:
-            st = status(cfg, which)
-    except (ServicesError, ConfigError) as e:
-        print(f"streamrec services {args.action}: {e}", file=sys.stderr)
-        return 1
-    for line in st.lines():
-        print(line)
-    if args.action == "up":
-        if st.bootstrap:
-            print(f"STREAMREC_KAFKA_BOOTSTRAP={st.bootstrap}")
-        if st.redis_url:
-            print(f"STREAMREC_REDIS_URL={st.redis_url}")
-    if args.action == "status" and not st.healthy:
-        return 3  # LSB: "program is not running"
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

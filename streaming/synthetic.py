@@ -14,10 +14,8 @@ are taken in a fixed order from one `SeedSequence`, never from global state.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import math
-import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +30,9 @@ __all__ = [
     "POSITIVE_TYPES",
     "SyntheticConfig",
     "SyntheticStream",
-    "main",
     "read_jsonl",
     "write_jsonl",
+    "write_records",
 ]
 
 #: 2026-01-01T00:00:00Z: a fixed default so two runs on different days produce the same bytes.
@@ -677,13 +675,14 @@ def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> int:
     path = Path(path)
     with path.open("wb") as raw:
         if path.suffix != ".gz":
-            return _write_records(raw, records)
+            return write_records(raw, records)
         # mtime=0 and no file name in the header: equal records give equal bytes.
         with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-            return _write_records(gz, records)
+            return write_records(gz, records)
 
 
-def _write_records(fh: _Writer, records: Iterable[Mapping[str, Any]]) -> int:
+def write_records(fh: _Writer, records: Iterable[Mapping[str, Any]]) -> int:
+    """The lines of `write_jsonl` into an open binary file (stdout for `generate --out -`)."""
     count = 0
     dumps, opt = orjson.dumps, orjson.OPT_APPEND_NEWLINE
     buf: list[bytes] = []
@@ -716,54 +715,3 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
             if not isinstance(rec, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object")
             yield rec
-
-
-# ------------------------------------------------------------------------------- CLI
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="streamrec generate",
-        description="Write a seeded synthetic event stream as JSONL (gzip if FILE ends in .gz).",
-    )
-    defaults = SyntheticConfig()
-    p.add_argument("--out", required=True, metavar="FILE", help="events JSONL ('-' = stdout)")
-    p.add_argument("--events", type=int, default=defaults.n_events, metavar="N")
-    p.add_argument("--seed", type=int, default=defaults.seed, metavar="S")
-    p.add_argument("--users", type=int, default=defaults.n_users, metavar="N")
-    p.add_argument("--items", type=int, default=defaults.n_items, metavar="N")
-    p.add_argument("--user-catalogue", metavar="FILE", help="also write user catalogue records")
-    p.add_argument("--item-catalogue", metavar="FILE", help="also write item catalogue records")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `streamrec generate`; returns the process exit code."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    try:
-        cfg = SyntheticConfig(
-            seed=args.seed, n_users=args.users, n_items=args.items, n_events=args.events
-        )
-    except ValueError as exc:
-        parser.error(str(exc))
-    stream = SyntheticStream(cfg)
-    if args.out == "-":
-        n = _write_records(sys.stdout.buffer, stream.events())
-        sys.stdout.buffer.flush()
-    else:
-        n = write_jsonl(args.out, stream.events())
-    if args.user_catalogue:
-        write_jsonl(args.user_catalogue, stream.user_catalogue())
-    if args.item_catalogue:
-        write_jsonl(args.item_catalogue, stream.item_catalogue())
-    print(
-        f"wrote {n} events ({cfg.n_users} users, {cfg.n_items} items, seed {cfg.seed})"
-        + (f" to {args.out}" if args.out != "-" else ""),
-        file=sys.stderr,
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

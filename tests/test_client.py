@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 import pytest
 
+from streamrec.consumers.cli import cli_recommend, run_recommend
 from streamrec.streaming import keys as keys_module
 from streamrec.streaming.client import (
     InvalidRequest,
@@ -25,9 +26,7 @@ from streamrec.streaming.client import (
     Recommendations,
     Recommender,
     StoreUnavailable,
-    cli_recommend,
     parse_feature_args,
-    run_recommend,
 )
 from streamrec.streaming.config import RedisConfig
 from streamrec.streaming.keys import Keys, encode_vector

@@ -132,6 +132,9 @@ def test_every_subcommand_parses_its_documented_options() -> None:
         ["serve", "--port", "8081"],
         ["publish", "--synthetic", "10"],
         ["services", "status"],
+        ["services", "up", "redis"],
+        ["generate", "--out", "-", "--events", "10", "--seed", "1", "--users", "5"],
+        ["replay", "u.data", "--speed", "2", "--limit", "5", "--dry-run", "--no-progress"],
         ["bench", "model", "--quick"],
     ):
         args, extra = p.parse_known_args(argv)

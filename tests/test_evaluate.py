@@ -400,8 +400,8 @@ def test_item_pca_plot(tmp_path: Path) -> None:
 
 def test_evaluate_synthetic_writes_report_and_plot(tmp_path: Path) -> None:
     """The function the demo calls, on a small stream with the real TF model."""
+    from streamrec.consumers.quality import evaluate_synthetic
     from streamrec.model.config import ModelConfig
-    from streamrec.model.evaluate import evaluate_synthetic
     from streamrec.streaming.synthetic import SyntheticConfig
 
     out: dict[str, Any] = {}

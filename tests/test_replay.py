@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
+from streamrec.consumers.cli import run
+from streamrec.consumers.config import Config
 from streamrec.streaming.events import ID_EMPTY, INVALID_JSON, MISSING_FIELD, UNKNOWN_TYPE
 from streamrec.streaming.replay import (
     BAD_ENCODING,
@@ -28,7 +30,6 @@ from streamrec.streaming.replay import (
     load_jsonl,
     load_log,
     load_movielens,
-    main,
     publish_log,
 )
 
@@ -236,13 +237,13 @@ def test_publish_in_order_keyed_and_paced(tmp_path: Path) -> None:
 
 def test_cli_dry_run_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = write(tmp_path / "u.data", f"1\t2\t5\t{ML_TS}\n")
-    assert main([str(good), "--dry-run"]) == 0
+    assert run(["replay", str(good), "--dry-run"], Config()) == 0
     bad = write(tmp_path / "b.data", "1\t2\n")
     report = tmp_path / "r.json"
-    assert main([str(bad), "--dry-run", "--report-json", str(report)]) == 1
+    assert run(["replay", str(bad), "--dry-run", "--report-json", str(report)], Config()) == 1
     assert json.loads(report.read_text())["by_reason"] == {WRONG_FIELD_COUNT: 1}
-    assert main([str(tmp_path / "missing.data"), "--dry-run"]) == 2
-    assert main([str(good), "--dry-run", "--speed", "-1"]) == 2
+    assert run(["replay", str(tmp_path / "missing.data"), "--dry-run"], Config()) == 2
+    assert run(["replay", str(good), "--dry-run", "--speed", "-1"], Config()) == 2
     assert "wrong_field_count: 1 (lines 1)" in capsys.readouterr().err
 
 
@@ -255,7 +256,7 @@ def test_replay_to_kafka(config: Any, tmp_path: Path) -> None:
         f"{u}\t{i}\t{1 + (u + i) % 5}\t{ML_TS + 10 * i}\n" for u in range(4) for i in range(5)
     )
     p = write(tmp_path / "u.data", rows)
-    assert main([str(p), "--no-progress"], kafka_cfg=config.kafka) == 0
+    assert run(["replay", str(p), "--no-progress"], config) == 0
     from kafka import TopicPartition
 
     consumer = kafka_io.make_consumer(config.kafka, None, consumer_timeout_ms=5000)

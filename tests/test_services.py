@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from streamrec.consumers.cli import run
+from streamrec.consumers.config import Config
 from streamrec.streaming import services
 from streamrec.streaming.admin import create_topics
 from streamrec.streaming.config import ServicesConfig
@@ -103,7 +105,7 @@ def test_status_reports_pid_port_and_health(
     assert st.kafka is not None and st.kafka.port == services_config.kafka_port
     assert st.redis is not None and st.redis.port == services_config.redis_port
     assert st.kafka.pid and st.redis.pid
-    assert services.main(["status"], services_config) == 0
+    assert run(["services", "status"], Config(services=services_config)) == 0
     out = capsys.readouterr().out
     assert f"pid {st.kafka.pid}" in out and f"pid {st.redis.pid}" in out
     assert "NOT healthy" not in out
@@ -422,5 +424,6 @@ def test_settings_are_validated() -> None:
 
 
 def test_main_rejects_unknown_service(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert services.main(["status", "zookeeper"], ServicesConfig(home=str(tmp_path))) == 1
+    cfg = Config(services=ServicesConfig(home=str(tmp_path)))
+    assert run(["services", "status", "zookeeper"], cfg) == 1
     assert "unknown service 'zookeeper'" in capsys.readouterr().err

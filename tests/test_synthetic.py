@@ -21,11 +21,12 @@ import numpy as np
 import orjson
 import pytest
 
+from streamrec.consumers import cli
+from streamrec.consumers.config import Config
 from streamrec.streaming.synthetic import (
     POSITIVE_TYPES,
     SyntheticConfig,
     SyntheticStream,
-    main,
     read_jsonl,
     write_jsonl,
 )
@@ -405,9 +406,9 @@ def test_read_jsonl_names_the_bad_line(tmp_path: Path) -> None:
 
 def test_cli_writes_the_configured_stream(tmp_path: Path) -> None:
     out = tmp_path / "events.jsonl"
-    argv = ["--out", str(out), "--events", "2000", "--seed", "3", "--users", "100"]
+    argv = ["generate", "--out", str(out), "--events", "2000", "--seed", "3", "--users", "100"]
     argv += ["--items", "50", "--item-catalogue", str(tmp_path / "items.jsonl")]
-    assert main(argv) == 0
+    assert cli.run(argv, Config()) == 0
     expected = tmp_path / "expected.jsonl"
     cfg = SyntheticConfig(seed=3, n_events=2000, n_users=100, n_items=50)
     write_jsonl(expected, SyntheticStream(cfg).events())
@@ -415,7 +416,7 @@ def test_cli_writes_the_configured_stream(tmp_path: Path) -> None:
     assert len(list(read_jsonl(tmp_path / "items.jsonl"))) == 50
 
     with pytest.raises(SystemExit) as exc:
-        main(["--out", str(out), "--users", "0"])
+        cli.run(["generate", "--out", str(out), "--users", "0"], Config())
     assert exc.value.code == 2
 
 
