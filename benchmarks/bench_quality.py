@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--seeds", default="0,1", help="comma-separated; default: 0,1")
     ap.add_argument("--protocols", default=",".join(PROTOCOLS), help="fresh, minibatch or both")
+    ap.add_argument(
+        "--recommenders",
+        default=",".join(RECOMMENDERS),
+        help="comma-separated subset (e.g. model, to try model variants); default: all four",
+    )
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=256, help="events learned together")
     ap.add_argument("--warmup", type=float, default=0.1, help="share learned, not scored")
@@ -85,6 +90,8 @@ def _model_overrides(pairs: Sequence[str]) -> dict[str, Any]:
         if not sep or name not in names:
             raise SystemExit(f"--model {pair!r}: want FIELD=VALUE with a ModelConfig field")
         kind = type(getattr(defaults, name))
+        if kind not in (int, float, str):
+            raise SystemExit(f"--model {pair!r}: {name} is not a number or a string")
         out[name] = raw if kind is str else kind(float(raw)) if kind is int else kind(raw)
     return out
 
@@ -116,7 +123,7 @@ def _events(regime: str, scale: float, seed: int) -> tuple[list[Any], dict[str, 
     return [Event.from_dict(d) for d in raw], {"config": config, "stats": stats}
 
 
-def _models(mcfg: Any) -> dict[str, Any]:
+def _models(mcfg: Any, names: Sequence[str]) -> dict[str, Any]:
     from streamrec.model.baselines import make_baselines
     from streamrec.model.online import OnlineRecommender
 
@@ -130,7 +137,7 @@ def _models(mcfg: Any) -> dict[str, Any]:
             seed=mcfg.seed,
         )
     )
-    return models
+    return {name: models[name] for name in names}
 
 
 def _run(events: list[Any], protocol: str, mcfg: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -146,7 +153,7 @@ def _run(events: list[Any], protocol: str, mcfg: Any, args: argparse.Namespace) 
         seed=mcfg.seed,
     )
     run = prequential_fresh if protocol == "fresh" else prequential
-    report = run(events, _models(mcfg), cfg, progress=not args.no_progress)
+    report = run(events, _models(mcfg, args.names), cfg, progress=not args.no_progress)
     n = report["stream"]["events"]
     out: dict[str, Any] = {
         "queries": report["stream"]["queries"],
@@ -190,11 +197,15 @@ def _fmt(x: Any, se: Any = None) -> str:
     return f"{x:.3f}" if se is None else f"{x:.3f} ± {se:.3f}"
 
 
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f}"
+
+
 def _table(result: Mapping[str, Any], protocols: Sequence[str]) -> str:
     head = f"{'regime':<16} {'recommender':<19}"
     for p in protocols:
         head += f" {p + ' HR@10':>16} {p + ' NDCG@10':>18}"
-    head += f" {'cold HR@10':>11}"
+    head += f" {'cold HR@10 (' + protocols[0] + ')':>19}"
     lines = [head]
     for regime, recs in result["regimes"].items():
         for name, r in recs.items():
@@ -203,20 +214,22 @@ def _table(result: Mapping[str, Any], protocols: Sequence[str]) -> str:
                 d = r if p == protocols[0] else r[p]
                 line += f" {_fmt(d['hr10'], d['hr10_se']):>16}"
                 line += f" {_fmt(d['ndcg10'], d['ndcg10_se']):>18}"
-            line += f" {_fmt(r['cold_user_hr10']):>11}"
+            line += f" {_fmt(r['cold_user_hr10']):>19}"
             lines.append(line)
     lines.append("")
     lines.append("events/s (all four recommenders; the model alone):")
     for regime, t in result["throughput"].items():
         parts = [
-            f"{p} {t[p]['events_per_s']:,.0f}; model {t[p]['model_events_per_s']:,.0f}"
+            f"{p} {_num(t[p]['events_per_s'])}; model {_num(t[p]['model_events_per_s'])}"
             for p in protocols
         ]
         lines.append(f"  {regime:<16} " + " | ".join(parts))
     return "\n".join(lines)
 
 
-def _plot(result: Mapping[str, Any], protocols: Sequence[str], path: Path) -> Path:
+def _plot(
+    result: Mapping[str, Any], protocols: Sequence[str], names: Sequence[str], path: Path
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -225,9 +238,9 @@ def _plot(result: Mapping[str, Any], protocols: Sequence[str], path: Path) -> Pa
 
     regimes = list(result["regimes"])
     fig, axes = plt.subplots(1, len(protocols), figsize=(6.5 * len(protocols), 4.2), squeeze=False)
-    width = 0.8 / len(RECOMMENDERS)
+    width = 0.8 / len(names)
     for ax, p in zip(axes[0], protocols, strict=True):
-        for j, name in enumerate(RECOMMENDERS):
+        for j, name in enumerate(names):
             rows = [result["regimes"][r][name] for r in regimes]
             rows = [row if p == protocols[0] else row[p] for row in rows]
             ax.bar(
@@ -266,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or not regimes or not protocols or set(protocols) - set(PROTOCOLS):
         raise SystemExit(f"regimes from {[*REGIMES, SYNTHETIC]}, protocols from {PROTOCOLS}")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    args.names = [n.strip() for n in args.recommenders.split(",") if n.strip()]
+    if not args.names or set(args.names) - set(RECOMMENDERS):
+        raise SystemExit(f"recommenders from {RECOMMENDERS}")
     overrides = _model_overrides(args.model)
 
     t0, load0 = time.perf_counter(), os.getloadavg()
@@ -303,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for regime, by_protocol in raw.items():
         recs: dict[str, Any] = {}
-        for name in RECOMMENDERS:
+        for name in args.names:
             for j, p in enumerate(protocols):
                 per_seed = [
                     {"seed": run["seed"], **run["recommenders"][name]} for run in by_protocol[p]
@@ -318,7 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             p: {
                 "events_per_s": _mean(run["events_per_s"] for run in by_protocol[p]),
                 "model_events_per_s": _mean(
-                    run["recommenders"]["model"]["events_per_s"] for run in by_protocol[p]
+                    run["recommenders"]["model"]["events_per_s"]
+                    for run in by_protocol[p]
+                    if "model" in run["recommenders"]
                 ),
                 "seconds": sum(run["seconds"] for run in by_protocol[p]),
             }
@@ -340,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(_table(result, protocols))
     json_path = args.json or args.out / "quality.json"
     write_report(result, json_path)
-    plot = _plot(result, protocols, args.out / "quality_regimes.png")
+    plot = _plot(result, protocols, args.names, args.out / "quality_regimes.png")
     print(
         f"{len(regimes)} regimes x {len(seeds)} seeds at scale {scale:g}, "
         f"{result['wall_seconds']:.0f} s; wrote {json_path} and {plot}"

@@ -670,8 +670,10 @@ def prequential_fresh(
     test-then-train. Where `prequential` scores a whole batch before learning any of it, a
     user who rates fifty items in ten minutes is served here from the forty-nine before.
 
-    Same queries, exclusions and report as `prequential` (mode "fresh"); `events` is sorted
-    by ts (stably) first.
+    In River's terms this is `progressive_val_score` with a delay: an event's label reaches
+    the model when its user asks again or a batch fills, whichever comes first. Same queries,
+    exclusions and report as `prequential` (mode "fresh"); `events` is sorted by ts (stably)
+    first.
     """
     cfg = cfg or EvalConfig()
     stream = sort_events(events)
