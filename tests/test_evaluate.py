@@ -484,7 +484,7 @@ def test_fresh_learns_everyone_pending_once_a_batch_is_full() -> None:
 
 
 def test_fresh_at_batch_one_is_exact_test_then_train() -> None:
-    stream = list(planted_stream(40, 30, 1500, seed=2))
+    stream = list(planted_stream(40, 30, 800, seed=2))
     cfg = EvalConfig(batch_size=1, warmup=0.1, auc_negatives=0)
     a = prequential_fresh(stream, make_baselines(seed=1), cfg)
     b = prequential(stream, make_baselines(seed=1), cfg)
@@ -527,3 +527,11 @@ def test_clustered_standard_errors() -> None:
     assert (
         s["hr"] == 0.5 and s["hr_se"] == pytest.approx(0.5) and s["ndcg_se"] == pytest.approx(0.5)
     )
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    from streamrec.model import evaluate
+
+    assert doctest.testmod(evaluate).failed == 0

@@ -284,3 +284,18 @@ def test_gini_golden_values() -> None:
     assert gini([0, 0, 0, 0, 10]) == pytest.approx(0.8)
     # 1, 2, 3: mean absolute difference 8/9, over twice the mean 4: 2/9
     assert gini([1, 2, 3]) == pytest.approx(2 / 9)
+
+
+def test_generator_needs_neither_tensorflow_nor_consumers() -> None:
+    """The layering rule for streaming/: a log can be made where TF is not installed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import streamrec.streaming.loglike as m\n"
+        "list(m.LogLikeStream(m.regime_config('ml_like_small', scale=0.02)).events())\n"
+        "bad = [n for n in sys.modules if n.startswith(('tensorflow', 'streamrec.consumers'))]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
