@@ -1,132 +1,374 @@
-"""Recommendation quality: prequential HR@10 / NDCG@10 of the model vs the baselines.
+"""Recommendation quality on log-like regimes: HR@10 / NDCG@10 of the model vs the baselines.
 
-    python benchmarks/bench_quality.py --json reports/bench_quality.json --out reports/quality
-    streamrec bench quality -- --quick
+    streamrec bench quality                       # every regime, seeds 0 and 1, size medium
+    streamrec bench quality --size tiny --json q.json
+    streamrec bench quality --regimes ml_like_small,drifting --seeds 0,1,2 --size full
+    streamrec bench quality --model negatives=64 --model learning_rate=0.1   # a variant
 
-Test-then-train over the seeded synthetic stream (`streaming.synthetic`, 50k events by
-default): each positive event after a 10 % warm-up is scored against the top-K every model
-serves before it learns the event's batch (`model.evaluate`). The same run scores the three
-numpy baselines (`model.baselines`) on the same batches and queries, so the ratios compare
-like with like. Writes the JSON report, the metric-over-the-stream plot and, with `--views`,
-the item PCA map coloured by genre plus explained recommendations for a few users.
+Each regime (`streaming.loglike.REGIMES`: sessions, long-tail popularity, 1-5 stars with only
+4 and 5 as positives, users arriving over the log, drift; plus `synthetic`, the planted stream
+the defaults were tuned on) is generated per seed and replayed test-then-train under two
+protocols (`model.evaluate`):
+
+- fresh: one event at a time, each user's own earlier events learned before their next
+  request (others' in mini-batches of --batch-size): what a log replayed event by event gives;
+- minibatch: every batch of --batch-size events scored before any of it is learned.
+
+The model (`OnlineRecommender`, default config unless --model) runs beside popularity,
+decayed popularity and `OnlineMF` on the same queries. Printed and written per regime: HR@10
+and NDCG@10 with standard errors (user-clustered within a seed, combined over seeds), HR@10
+of cold users, and the events per second of each protocol. `--json` writes
+`regimes.<regime>.<recommender>.{hr10,hr10_se,ndcg10,ndcg10_se}` (fresh protocol, mean over
+seeds) with `.minibatch` and `.seeds` beside them.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
+#: --size: share of each regime's full size (users and events; items by its square root).
+SIZES = {"tiny": 0.02, "small": 0.1, "medium": 0.25, "full": 1.0}
+RECOMMENDERS = ("model", "popularity", "decayed_popularity", "online_mf")
+PROTOCOLS = ("fresh", "minibatch")
+SYNTHETIC = "synthetic"
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", type=Path, help="write the report here (default: OUT/quality.json)")
-    ap.add_argument("--out", type=Path, default=Path("reports/quality"), help="plots go here")
-    ap.add_argument("--quick", action="store_true", help="10k events: seconds, not a minute")
-    ap.add_argument("--events", type=int, default=50_000)
-    ap.add_argument("--seed", type=int, default=0)
+
+def _parser() -> argparse.ArgumentParser:
+    from streamrec.streaming.loglike import REGIMES
+
+    ap = argparse.ArgumentParser(
+        prog="streamrec bench quality", description=(__doc__ or "").splitlines()[0]
+    )
+    ap.add_argument("--json", type=Path, help="write the figures here (default: OUT/quality.json)")
+    ap.add_argument("--out", type=Path, default=Path("reports/quality"), help="the plot goes here")
+    ap.add_argument("--size", choices=SIZES, default="medium", help="default: medium")
+    ap.add_argument("--scale", type=float, help="share of the full size (overrides --size)")
+    ap.add_argument(
+        "--regimes",
+        default=",".join([*REGIMES, SYNTHETIC]),
+        help="comma-separated; default: all",
+    )
+    ap.add_argument("--seeds", default="0,1", help="comma-separated; default: 0,1")
+    ap.add_argument("--protocols", default=",".join(PROTOCOLS), help="fresh, minibatch or both")
+    ap.add_argument(
+        "--recommenders",
+        default=",".join(RECOMMENDERS),
+        help="comma-separated subset (e.g. model, to try model variants); default: all four",
+    )
     ap.add_argument("-k", type=int, default=10)
-    ap.add_argument("--batch-size", type=int, default=512, help="events per test-then-learn step")
-    ap.add_argument("--drift", type=float, default=0.0, help="synthetic taste drift (radians)")
-    ap.add_argument("--dim", type=int, default=32)
-    ap.add_argument("--views", action="store_true", help="also write the embedding views")
-    args = ap.parse_args(argv)
-    if args.quick:
-        args.events = 10_000
+    ap.add_argument("--batch-size", type=int, default=256, help="events learned together")
+    ap.add_argument("--warmup", type=float, default=0.1, help="share learned, not scored")
+    ap.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a ModelConfig field (repeatable), e.g. negatives=64",
+    )
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return ap
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+def _model_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """FIELD=VALUE pairs as typed ModelConfig values (int, float, str, as the field's default)."""
+    from streamrec.model.config import ModelConfig
+
+    defaults = ModelConfig()
+    names = {f.name for f in fields(ModelConfig)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or name not in names:
+            raise SystemExit(f"--model {pair!r}: want FIELD=VALUE with a ModelConfig field")
+        kind = type(getattr(defaults, name))
+        if kind not in (int, float, str):
+            raise SystemExit(f"--model {pair!r}: {name} is not a number or a string")
+        out[name] = raw if kind is str else kind(float(raw)) if kind is int else kind(raw)
+    return out
+
+
+def _events(regime: str, scale: float, seed: int) -> tuple[list[Any], dict[str, Any]]:
+    """The regime's events as model events, and its config and log statistics."""
+    from streamrec.model.testing import Event
+    from streamrec.streaming.loglike import LogLikeStream, config_dict, log_stats, regime_config
+    from streamrec.streaming.synthetic import SyntheticConfig, SyntheticStream
+
+    if regime == SYNTHETIC:
+        base = SyntheticConfig()
+        scfg = replace(
+            base,
+            seed=seed,
+            n_users=max(10, round(base.n_users * scale)),
+            n_items=max(50, round(base.n_items * math.sqrt(scale))),
+            n_events=max(200, round(base.n_events * scale)),
+        )
+        raw = list(SyntheticStream(scfg).events())
+        config: dict[str, Any] = asdict(scfg)
+        n_items = scfg.n_items
+    else:
+        lcfg = regime_config(regime, scale=scale, seed=seed)
+        raw = list(LogLikeStream(lcfg).events())
+        config = config_dict(lcfg)
+        n_items = lcfg.n_items
+    stats = log_stats(raw, n_items=n_items)
+    return [Event.from_dict(d) for d in raw], {"config": config, "stats": stats}
+
+
+def _models(mcfg: Any, names: Sequence[str]) -> dict[str, Any]:
+    from streamrec.model.baselines import make_baselines
+    from streamrec.model.online import OnlineRecommender
+
+    models: dict[str, Any] = {"model": OnlineRecommender(mcfg)}
+    models.update(
+        make_baselines(
+            mcfg.event_weights,
+            mcfg.rating_positive_min,
+            mcfg.rating_negative_max,
+            mcfg.popularity_half_life_s,
+            seed=mcfg.seed,
+        )
+    )
+    return {name: models[name] for name in names}
+
+
+def _run(events: list[Any], protocol: str, mcfg: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """One protocol over one stream: per recommender its figures and its speed."""
+    from streamrec.model.evaluate import EvalConfig, PositiveRule, prequential, prequential_fresh
+
+    cfg = EvalConfig(
+        k=args.k,
+        batch_size=args.batch_size,
+        warmup=args.warmup,
+        auc_negatives=0,
+        positives=PositiveRule.from_model_config(mcfg),
+        seed=mcfg.seed,
+    )
+    run = prequential_fresh if protocol == "fresh" else prequential
+    report = run(events, _models(mcfg, args.names), cfg, progress=not args.no_progress)
+    n = report["stream"]["events"]
+    out: dict[str, Any] = {
+        "queries": report["stream"]["queries"],
+        "seconds": report["seconds"],
+        "events_per_s": n / report["seconds"] if report["seconds"] else None,
+        "recommenders": {},
+    }
+    for name, m in report["models"].items():
+        o, cold = m["overall"], m["cold_start"]["user"]
+        busy = m["seconds"]["learn"] + m["seconds"]["recommend"]
+        out["recommenders"][name] = {
+            "hr10": o["hr"],
+            "hr10_se": o["hr_se"],
+            "ndcg10": o["ndcg"],
+            "ndcg10_se": o["ndcg_se"],
+            "n": o["n"],
+            "cold_user_hr10": cold["hr"],
+            "cold_user_n": cold["n"],
+            "events_per_s": n / busy if busy else None,
+        }
+    return out
+
+
+def _combine(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean over seeds; its s.e. from each seed's own (independent streams): sqrt(sum se^2)/S."""
+    out: dict[str, Any] = {}
+    for metric in ("hr10", "ndcg10", "cold_user_hr10"):
+        vals = [r[metric] for r in per_seed if r.get(metric) is not None]
+        out[metric] = sum(vals) / len(vals) if vals else None
+        if metric + "_se" in per_seed[0]:
+            ses = [r[metric + "_se"] for r in per_seed]
+            ok = all(s is not None and math.isfinite(s) for s in ses)
+            out[metric + "_se"] = math.sqrt(sum(s * s for s in ses)) / len(ses) if ok else None
+    out["n"] = sum(r["n"] for r in per_seed)
+    return out
+
+
+def _fmt(x: Any, se: Any = None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.3f}" if se is None else f"{x:.3f} ± {se:.3f}"
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f}"
+
+
+def _table(result: Mapping[str, Any], protocols: Sequence[str]) -> str:
+    head = f"{'regime':<16} {'recommender':<19}"
+    for p in protocols:
+        head += f" {p + ' HR@10':>16} {p + ' NDCG@10':>18}"
+    head += f" {'cold HR@10 (' + protocols[0] + ')':>19}"
+    lines = [head]
+    for regime, recs in result["regimes"].items():
+        for name, r in recs.items():
+            line = f"{regime:<16} {name:<19}"
+            for p in protocols:
+                d = r if p == protocols[0] else r[p]
+                line += f" {_fmt(d['hr10'], d['hr10_se']):>16}"
+                line += f" {_fmt(d['ndcg10'], d['ndcg10_se']):>18}"
+            line += f" {_fmt(r['cold_user_hr10']):>19}"
+            lines.append(line)
+    lines.append("")
+    lines.append("events/s (all four recommenders; the model alone):")
+    for regime, t in result["throughput"].items():
+        parts = [
+            f"{p} {_num(t[p]['events_per_s'])}; model {_num(t[p]['model_events_per_s'])}"
+            for p in protocols
+        ]
+        lines.append(f"  {regime:<16} " + " | ".join(parts))
+    return "\n".join(lines)
+
+
+def _plot(
+    result: Mapping[str, Any], protocols: Sequence[str], names: Sequence[str], path: Path
+) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     import numpy as np
 
-    from streamrec.consumers.quality import evaluate_synthetic
-    from streamrec.model.config import ModelConfig
-    from streamrec.model.evaluate import format_summary, write_report
-    from streamrec.streaming.synthetic import SyntheticConfig
+    regimes = list(result["regimes"])
+    fig, axes = plt.subplots(1, len(protocols), figsize=(6.5 * len(protocols), 4.2), squeeze=False)
+    width = 0.8 / len(names)
+    for ax, p in zip(axes[0], protocols, strict=True):
+        for j, name in enumerate(names):
+            rows = [result["regimes"][r][name] for r in regimes]
+            rows = [row if p == protocols[0] else row[p] for row in rows]
+            ax.bar(
+                np.arange(len(regimes)) + j * width,
+                [row["hr10"] or 0.0 for row in rows],
+                width,
+                yerr=[row["hr10_se"] or 0.0 for row in rows],
+                label=name,
+                capsize=2,
+            )
+        ax.set_xticks(np.arange(len(regimes)) + 0.4 - width / 2, regimes, rotation=15)
+        ax.set_ylabel("HR@10")
+        ax.set_title(f"HR@10, {p} protocol (± s.e.)")
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
-    scfg = SyntheticConfig(seed=args.seed, n_events=args.events, drift_rate=args.drift)
-    mcfg = ModelConfig(dim=args.dim, seed=args.seed)
-    load0 = os.getloadavg()
-    t0 = time.perf_counter()
-    models: dict[str, Any] = {}
-    report = evaluate_synthetic(
-        scfg, mcfg, k=args.k, out_dir=args.out, batch_size=args.batch_size, models_out=models
-    )
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from streamrec.model.config import ModelConfig
+    from streamrec.model.evaluate import write_report
+    from streamrec.model.runtime import configure_threads
+    from streamrec.streaming.loglike import REGIMES
+
+    configure_threads(1, 1)
+    scale = args.scale if args.scale is not None else SIZES[args.size]
+    regimes = [r.strip() for r in args.regimes.split(",") if r.strip()]
+    unknown = set(regimes) - {*REGIMES, SYNTHETIC}
+    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    if unknown or not regimes or not protocols or set(protocols) - set(PROTOCOLS):
+        raise SystemExit(f"regimes from {[*REGIMES, SYNTHETIC]}, protocols from {PROTOCOLS}")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    args.names = [n.strip() for n in args.recommenders.split(",") if n.strip()]
+    if not args.names or set(args.names) - set(RECOMMENDERS):
+        raise SystemExit(f"recommenders from {RECOMMENDERS}")
+    overrides = _model_overrides(args.model)
+
+    t0, load0 = time.perf_counter(), os.getloadavg()
+    result: dict[str, Any] = {
+        "benchmark": "quality",
+        "k": args.k,
+        "size": args.size if args.scale is None else None,
+        "scale": scale,
+        "seeds": seeds,
+        "protocol": protocols[0],
+        "protocols": protocols,
+        "batch_size": args.batch_size,
+        "warmup": args.warmup,
+        "model_overrides": overrides,
+        "regimes": {},
+        "throughput": {},
+        "streams": {},
+    }
+    from tqdm import tqdm
+
+    runs = [(r, s) for r in regimes for s in seeds]
+    outer = tqdm(runs, desc="quality", unit="run", disable=args.no_progress, position=0)
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for regime, seed in outer:
+        outer.set_postfix_str(f"{regime} seed {seed}")
+        events, info = _events(regime, scale, seed)
+        result["streams"].setdefault(regime, {"config": info["config"], "stats": []})
+        result["streams"][regime]["stats"].append({"seed": seed, **info["stats"]})
+        mcfg = ModelConfig(**{"seed": seed, **overrides})
+        for p in protocols:
+            raw.setdefault(regime, {}).setdefault(p, []).append(
+                {"seed": seed, **_run(events, p, mcfg, args)}
+            )
+    outer.close()
+
+    for regime, by_protocol in raw.items():
+        recs: dict[str, Any] = {}
+        for name in args.names:
+            for j, p in enumerate(protocols):
+                per_seed = [
+                    {"seed": run["seed"], **run["recommenders"][name]} for run in by_protocol[p]
+                ]
+                combined = _combine(per_seed) | {"seeds": per_seed}
+                if j == 0:
+                    recs[name] = combined
+                else:
+                    recs[name][p] = combined
+        result["regimes"][regime] = recs
+        result["throughput"][regime] = {
+            p: {
+                "events_per_s": _mean(run["events_per_s"] for run in by_protocol[p]),
+                "model_events_per_s": _mean(
+                    run["recommenders"]["model"]["events_per_s"]
+                    for run in by_protocol[p]
+                    if "model" in run["recommenders"]
+                ),
+                "seconds": sum(run["seconds"] for run in by_protocol[p]),
+            }
+            for p in protocols
+        }
+
+    import numpy as np
     import tensorflow as tf
 
-    report["machine"] = {
+    result["machine"] = {
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "numpy": np.__version__,
         "cpus": os.cpu_count(),
         "loadavg_start": load0,
         "loadavg_end": os.getloadavg(),
-        "wall_seconds": time.perf_counter() - t0,
     }
-    # Learn speed of each model on this stream, in the same run (a ratio survives the noise of
-    # a shared machine better than an absolute figure; the load is in report["machine"]).
-    n_events = report["stream"]["events"]
-    report["throughput"] = {
-        name: {
-            "learn_events_per_s": n_events / m["seconds"]["learn"]
-            if m["seconds"]["learn"]
-            else None,
-            "learn_s": m["seconds"]["learn"],
-            "recommend_s": m["seconds"]["recommend"],
-        }
-        for name, m in report["models"].items()
-        if "seconds" in m
-    }
-    if args.views:
-        report["views"] = _views(models, args.out)
+    result["wall_seconds"] = time.perf_counter() - t0
+    print(_table(result, protocols))
     json_path = args.json or args.out / "quality.json"
-    write_report(report, json_path)
-    print(format_summary(report))
-    for name, t in report["throughput"].items():
-        eps = t["learn_events_per_s"]
-        print(
-            f"{name:<20} learn {eps or 0:>10,.0f} events/s ({t['learn_s']:.1f} s), "
-            f"recommend + scoring {t['recommend_s']:.1f} s"
-        )
-    s = report["stream"]
+    write_report(result, json_path)
+    plot = _plot(result, protocols, args.names, args.out / "quality_regimes.png")
     print(
-        f"{s['events']:,} events, {s['queries']:,} scored after a {s['warmup_events']:,}-event "
-        f"warm-up ({s['skipped_repeats']:,} repeats skipped); batch {args.batch_size}; "
-        f"{report['machine']['wall_seconds']:.1f} s"
+        f"{len(regimes)} regimes x {len(seeds)} seeds at scale {scale:g}, "
+        f"{result['wall_seconds']:.0f} s; wrote {json_path} and {plot}"
     )
-    print(f"wrote {json_path} and {report['files']['plot']}")
     return 0
 
 
-def _views(models: dict[str, Any], out: Path) -> dict[str, Any]:
-    from streamrec.consumers.views import write_views
-
-    stream = models["stream"]
-    histories: dict[str, list[str]] = {}
-    for e in stream.events():
-        histories.setdefault(e["user"], []).append(e["item"])
-    busiest = sorted(histories, key=lambda u: -len(histories[u]))
-    users = [busiest[len(busiest) // 10], busiest[len(busiest) // 3], busiest[len(busiest) // 2]]
-    genre = {i: stream.item_features(i)["genre"] for i in stream.item_ids}
-    info = write_views(
-        models["model"], out, item_label=genre, histories=histories, users=users, k=5
-    )
-    for row in info["users"]:
-        liked = ", ".join(stream.preferred_genres(row["user"]))
-        print(f"user {row['user']} ({row['history']} events, likes {liked}):")
-        for rec in row["recs"]:
-            because = ", ".join(
-                f"{b['item']} [{genre.get(b['item'])}] {b['share']:.0%}" for b in rec["because"]
-            )
-            print(f"  {rec['item']} [{genre.get(rec['item'])}] because of {because}")
-    print(
-        f"item PCA by genre: {info['pca']['path']} "
-        f"(genre separation {info['pca']['separation']:.2f})"
-    )
-    return {"pca": info["pca"], "explanations": info["explanations"]}
+def _mean(xs: Any) -> float | None:
+    vals = [x for x in xs if x is not None]
+    return sum(vals) / len(vals) if vals else None
 
 
 if __name__ == "__main__":

@@ -84,6 +84,8 @@ def _model_rows(d: dict[str, Any]) -> list[Row]:
 
 
 def _quality_rows(d: dict[str, Any]) -> list[Row]:
+    if "regimes" in d:
+        return _regime_rows(d)
     models = d.get("models", {})
     ref = models.get(d.get("reference", "model"), {}).get("overall")
     if not ref:
@@ -116,6 +118,32 @@ def _quality_rows(d: dict[str, Any]) -> list[Row]:
         )
     figure, measured, target, _ = rows[0]
     rows[0] = (figure, measured, target, _met(beats))
+    return rows
+
+
+def _regime_rows(d: dict[str, Any]) -> list[Row]:
+    """One row per regime of `bench quality`: the model beside its best baseline."""
+    rows: list[Row] = []
+    k, protocol = d.get("k", 10), d.get("protocol", "fresh")
+    seeds = len(d.get("seeds", [])) or "?"
+    for regime, recs in d["regimes"].items():
+        model = recs.get("model") or {}
+        others = {n: r for n, r in recs.items() if n != "model" and r.get("hr10") is not None}
+        if model.get("hr10") is None or not others:
+            continue
+        best = max(others, key=lambda n: others[n]["hr10"])
+        b = others[best]
+        rows.append(
+            (
+                f"quality on {regime}: model HR@{k} vs the best baseline "
+                f"({protocol} protocol, {seeds} seeds)",
+                f"{model['hr10']:.4f} ± {model.get('hr10_se') or 0:.4f} vs {best} "
+                f"{b['hr10']:.4f} ± {b.get('hr10_se') or 0:.4f} "
+                f"({_ratio(model['hr10'], b['hr10'])})",
+                "beats every baseline",
+                _met(all(model["hr10"] > r["hr10"] for r in others.values())),
+            )
+        )
     return rows
 
 

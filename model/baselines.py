@@ -92,7 +92,7 @@ class Baseline:
         self.items = IdMap()
         self.counts = np.zeros(64, dtype=np.float64)  # positive events per item row
         self.version = 0
-        self._order: list[int] | None = None  # item rows by _item_scores, best first
+        self._order: list[int] | None = None  # best item rows by _item_scores, best first
 
     # --- learning ----------------------------------------------------------------------------
 
@@ -133,24 +133,37 @@ class Baseline:
         """[len(rows), items] personal scores, or None when every user gets `_item_scores`."""
         return None
 
-    def _global_order(self) -> list[int]:
-        if self._order is None:
+    def _global_order(self, need: int) -> list[int]:
+        """At least the `need` best item rows (all when fewer), best first, ties by id; cached
+        until the next learn. Only a prefix is ranked: a replay that learns before every
+        request re-ranks after each event, and ranking the whole catalogue in Python then cost
+        more than the model (1,700 items: 0.6 ms a request)."""
+        n = len(self.items.ids)
+        have = self._order
+        if have is None or (len(have) < need and len(have) < n):
+            k = min(n, max(need, 2 * len(have or ()), 64))
             scores = np.asarray(self._item_scores(), dtype=np.float64)
-            self._order = top_k(scores, scores.shape[0], self.items.ids)
-        return self._order
+            self._order = have = top_k(scores, k, self.items.ids)
+        return have
 
     def _shared_top(self, k: int, exclude: Collection[str]) -> list[tuple[str, float]]:
-        """Top-k of the shared ranking, skipping excluded items: a walk down one cached order."""
+        """Top-k of the shared ranking, skipping excluded items: a walk down one cached order,
+        ranked further only when the user excluded most of its prefix."""
         ids, scores = self.items.ids, self._item_scores()
         out: list[tuple[str, float]] = []
-        for r in self._global_order():
-            item = ids[r]
-            if item in exclude:
-                continue
-            out.append((item, float(scores[r])))
-            if len(out) >= k:
-                break
-        return out
+        start, need = 0, k + 32
+        while True:
+            order = self._global_order(need)
+            for r in order[start:]:
+                item = ids[r]
+                if item in exclude:
+                    continue
+                out.append((item, float(scores[r])))
+                if len(out) >= k:
+                    return out
+            if len(order) >= len(ids):
+                return out
+            start, need = len(order), 2 * len(order)
 
     def score(self, user: str, items: Sequence[str]) -> np.ndarray:
         """Scores of `items` for `user` on the scale `recommend` ranks by; -inf for unknown

@@ -89,3 +89,40 @@ def test_memory_row_prefers_the_deployed_key_layout(tmp_path: Path) -> None:
     row = next(x for x in summarize(tmp_path, ["serving"], {}).splitlines() if "Redis memory" in x)
     assert "1.53x (392 B vs 256 B)" in row and "benchmark prefix" in row
     assert row.endswith("| **no** |")
+
+
+def test_quality_rows_per_regime(tmp_path: Path) -> None:
+    """`bench quality` over regimes: one row each, the model beside its best baseline."""
+
+    def rec(hr: float) -> dict[str, float]:
+        return {"hr10": hr, "hr10_se": 0.01, "ndcg10": hr / 2, "ndcg10_se": 0.005}
+
+    _write(
+        tmp_path,
+        "quality",
+        {
+            "k": 10,
+            "protocol": "fresh",
+            "seeds": [0, 1],
+            "regimes": {
+                "ml_like_small": {
+                    "model": rec(0.129),
+                    "popularity": rec(0.1),
+                    "decayed_popularity": rec(0.1),
+                    "online_mf": rec(0.142),
+                },
+                "synthetic": {
+                    "model": rec(0.4),
+                    "popularity": rec(0.3),
+                    "decayed_popularity": rec(0.3),
+                    "online_mf": rec(0.35),
+                },
+            },
+        },
+    )
+    text = summarize(tmp_path, ["quality"])
+    rows = [line for line in text.splitlines() if line.startswith("| quality on")]
+    assert len(rows) == 2
+    assert "0.1290 ± 0.0100 vs online_mf 0.1420 ± 0.0100 (0.91x)" in rows[0]
+    assert rows[0].endswith("| **no** |") and rows[1].endswith("| yes |")
+    assert "fresh protocol, 2 seeds" in rows[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,14 @@ from streamrec.model.evaluate import (
     EvalState,
     PositiveRule,
     Tally,
+    clustered_se,
     coverage,
     hit_rate,
     mrr,
     ndcg,
     plot_report,
     prequential,
+    prequential_fresh,
     rank_of,
     sampled_auc,
     write_report,
@@ -423,3 +426,112 @@ def test_evaluate_synthetic_writes_report_and_plot(tmp_path: Path) -> None:
     assert r["models"]["model"]["overall"]["auc"] is not None  # scored via user_vector
     assert (tmp_path / "quality.json").exists() and (tmp_path / "quality.png").exists()
     assert "model" in out and "stream" in out
+
+
+# ----------------------------------------------------------------------------- fresh protocol
+
+
+class Recorder(Scripted):
+    """Remembers, at every request, which events it had learned by then."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda m, u, ex: [])
+        self.learned_at_call: list[tuple[str, list[Event]]] = []
+
+    def recommend_many(
+        self,
+        users: Sequence[str],
+        k: int = 10,
+        exclude: Mapping[str, Collection[str]] | None = None,
+    ) -> dict[str, list[tuple[str, float]]]:
+        for u in users:
+            self.learned_at_call.append((u, list(self.learned)))
+        return super().recommend_many(users, k, exclude)
+
+
+def interleaved_sessions() -> list[Event]:
+    """Three users whose sessions overlap in time, every event a new item."""
+    return [Event(f"u{j % 3}", f"i{j}", "view", None, T0 + j) for j in range(30)]
+
+
+def test_fresh_learns_the_users_own_earlier_events_before_each_request() -> None:
+    stream = interleaved_sessions()
+    m = Recorder()
+    cfg = EvalConfig(batch_size=1000, warmup=0.0, auc_negatives=0)
+    r = prequential_fresh(stream, {"m": m}, cfg)
+    assert r["mode"] == "fresh" and r["stream"]["queries"] == 30
+    for j, (user, learned) in enumerate(m.learned_at_call):
+        assert user == stream[j].user
+        # An event is learned by now iff its user has asked since (no batch filled up): all
+        # of this user's earlier events, and others' only up to their own last request.
+        expected = [e for p, e in enumerate(stream[:j]) if p + 3 <= j]
+        assert sorted(learned, key=lambda e: e.ts) == expected
+        assert [e for e in learned if e.user == user] == [e for e in stream[:j] if e.user == user]
+    # one learn per request with something pending (the user's own event), the rest at the end
+    assert m.batch_sizes == [1] * 27 + [3]
+    assert sorted(m.learned, key=lambda e: e.ts) == stream  # each event learned exactly once
+
+
+def test_fresh_learns_everyone_pending_once_a_batch_is_full() -> None:
+    stream = [Event(f"u{j}", f"i{j}", "view", None, T0 + j) for j in range(10)]
+    m = Recorder()
+    prequential_fresh(stream, {"m": m}, EvalConfig(batch_size=4, warmup=0.0, auc_negatives=0))
+    # nobody comes back: only full batches are learned, 4 events at a time
+    assert [learned for _, learned in m.learned_at_call] == [
+        stream[: 4 * (j // 4)] for j in range(10)
+    ]
+    assert m.batch_sizes == [4, 4, 2]
+
+
+def test_fresh_at_batch_one_is_exact_test_then_train() -> None:
+    stream = list(planted_stream(40, 30, 800, seed=2))
+    cfg = EvalConfig(batch_size=1, warmup=0.1, auc_negatives=0)
+    a = prequential_fresh(stream, make_baselines(seed=1), cfg)
+    b = prequential(stream, make_baselines(seed=1), cfg)
+    for name in a["models"]:
+        assert a["models"][name]["overall"] == b["models"][name]["overall"]
+    m = Recorder()
+    events = interleaved_sessions()
+    prequential_fresh(events, {"m": m}, replace(cfg, warmup=0.0))
+    assert [learned for _, learned in m.learned_at_call] == [events[:j] for j in range(30)]
+
+
+def test_one_event_observes_keep_the_popularity_order_exact() -> None:
+    stream = list(planted_stream(30, 40, 600, seed=3))
+    cfg = EvalConfig(auc_negatives=0)
+    one, batched = EvalState(cfg, len(stream)), EvalState(cfg, len(stream))
+    for e in stream:
+        one.observe((e,))
+    batched.observe(stream)
+    assert np.array_equal(one._sorted_counts, batched._sorted_counts)
+    assert np.array_equal(one._sorted_counts, np.sort(one.pos_counts[: len(one.item_ids)]))
+
+
+def test_clustered_standard_errors() -> None:
+    # unclustered: the sample std over sqrt(n): std([1, 0, 1, 0], ddof=1) = sqrt(1/3), / 2
+    assert clustered_se([1, 0, 1, 0], None) == pytest.approx(math.sqrt(1 / 3) / 2)
+    # two users, all hits or all misses: mean 0.5, user sums of deviations +1 and -1,
+    # sqrt(2 / 1 * (1 + 1)) / 4 = 0.5, twice the unclustered figure: queries of one user
+    # say less than independent ones
+    assert clustered_se([1, 1, 0, 0], ["a", "a", "b", "b"]) == pytest.approx(0.5)
+    assert clustered_se([1, 0, 1, 0], ["a", "a", "b", "b"]) == pytest.approx(0.0)
+    assert math.isnan(clustered_se([1, 0], ["a", "a"])) and math.isnan(clustered_se([1], None))
+    t = Tally(1)
+    state = EvalState(EvalConfig(k=1, auc_negatives=0, warmup=0.0), 4)
+    events = [
+        Event(u, i, "view", None, T0 + j) for j, (u, i) in enumerate(["ax", "ay", "bz", "bw"])
+    ]
+    qs = state.queries(events, 0)
+    t.add_batch(qs, [["x"], ["y"], ["q"], ["q"]], state)
+    s = t.summary()
+    assert (
+        s["hr"] == 0.5 and s["hr_se"] == pytest.approx(0.5) and s["ndcg_se"] == pytest.approx(0.5)
+    )
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    from streamrec.model import evaluate
+
+    assert doctest.testmod(evaluate).failed == 0
