@@ -866,7 +866,7 @@ def format_summary(report: Mapping[str, Any]) -> str:
     """A fixed-width table of the overall figures, for terminals and logs."""
     k = report["k"]
     lines = [
-        f"{'model':<20} {'HR@' + str(k):>8} {'NDCG@' + str(k):>8} {'MRR@' + str(k):>8} "
+        f"{'recommender':<20} {'HR@' + str(k):>8} {'NDCG@' + str(k):>8} {'MRR@' + str(k):>8} "
         f"{'AUC':>7} {'cover':>7} {'pop%':>6} {'n':>7}"
     ]
 
