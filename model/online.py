@@ -5,11 +5,12 @@ q_i = e(item id) + sum of e(item feature) (LightFM). Python does what must be pe
 feature lookups, a few list comprehensions) and prepares index arrays with numpy; TensorFlow
 does the arithmetic in one traced function whose inputs have unknown sizes, so it is traced once
 per model, whatever the batch size and however far the tables grow (no padding needed).
+`OnlineRecommender` owns the state and uses modules of one job each:
 
-Serving rules: an id row that never appeared in an event (catalogue-only, or never trained) is
-random initialisation, not knowledge, so it contributes nothing to a served vector; the same
-holds for feature rows. A new item with known features is thus scored by its features alone,
-and a user with features but no history is served from them (`source="features"`).
+- `side`: one side's ids, features, tables and counts (`Side`, one for users, one for items);
+- `serving`: served vectors, top-k lists, cold start (model, features, popularity).
+
+The contract the trainer consumer relies on is `base.StreamModel`.
 """
 
 from __future__ import annotations
@@ -25,63 +26,37 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from streamrec.model import checkpoint, losses, towers
-from streamrec.model.base import (
-    CheckpointMismatch,
-    EventLike,
-    Features,
-    ItemMatrix,
-    LearnResult,
-)
+from streamrec.model import checkpoint, losses, serving, towers
+from streamrec.model.base import CheckpointMismatch, EventLike, Features, ItemMatrix, LearnResult
 from streamrec.model.config import ModelConfig
-from streamrec.model.ids import (
-    FeatureSpace,
-    IdMap,
-    decode_strings,
-    encode_strings,
-    feature_tokens,
-    grow_rows,
-    keep_rows,
-)
+from streamrec.model.ids import IdMap, decode_strings, encode_strings, feature_tokens, grow_rows
 from streamrec.model.popularity import DecayedPopularity
-from streamrec.model.ranking import rank_lists, top_k_rows
 from streamrec.model.sampling import NegativeSampler
+from streamrec.model.serving import SOURCE_FEATURES, SOURCE_MODEL, SOURCE_POPULARITY
+from streamrec.model.side import NONE, PAD_MAX_WIDTH, Side
 from streamrec.model.tables import GrowingTable
+
+__all__ = [
+    "RESTORE_FIXED",
+    "SOURCE_FEATURES",
+    "SOURCE_MODEL",
+    "SOURCE_POPULARITY",
+    "CheckpointMismatch",
+    "OnlineRecommender",
+]
+
+# The names these had here before the split, for the unit tests that import them.
+_Side = Side
+_PAD_MAX_WIDTH = PAD_MAX_WIDTH
+_add_rows = serving.add_rows
 
 log = logging.getLogger(__name__)
 
-SOURCE_MODEL = "model"
-SOURCE_FEATURES = "features"
-SOURCE_POPULARITY = "popularity"
-
 _ADAGRAD_EPS = 1e-7  # Keras's Adagrad epsilon
-_SCORE_CHUNK = 8_000_000  # scores per block in batch scoring (32 MB of float32)
-
-_PAD_MAX_WIDTH = 64  # features per entity kept in _Side's padded matrix
 _N_INTS = 17  # index arrays packed into one tensor per step call (see `learn`)
 _N_FLOATS = 11
 _I32 = tf.TensorSpec([None], tf.int32)
 _F32 = tf.TensorSpec([None], tf.float32)
-
-
-def _add_rows(out: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
-    """`np.add.at(out, rows, values)`, the same sums in the same order, 3-4x faster.
-
-    Pass k adds every row's k-th value: within one pass no row repeats, so a plain
-    fancy-index `+=` is exact. (np.add.at took 20-40 ms of every item-matrix build at 20k
-    items with features, a build the trainer does after each batch.)
-    """
-    if rows.shape[0] == 0:
-        return
-    order = np.argsort(rows, kind="stable")
-    srt = rows[order]
-    first = np.flatnonzero(np.r_[True, srt[1:] != srt[:-1]])
-    rank = np.empty(rows.shape[0], np.int64)
-    rank[order] = np.arange(rows.shape[0]) - np.repeat(first, np.diff(np.r_[first, srt.shape[0]]))
-    for k in range(int(rank.max()) + 1):
-        take = np.flatnonzero(rank == k)
-        out[rows[take]] += values[take]
-
 
 # Settings a checkpoint's tables depend on: the shape of every table, which optimiser state
 # exists, what a hashed feature row means, and the time unit of the stored popularity.
@@ -102,9 +77,6 @@ class _Attribute(Sequence[Any]):
         return getattr(self._events[j], self._name)
 
 
-_NONE = np.zeros(0, np.int64)
-
-
 def _accidental_hits(r_i: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(event, column) of every shared negative that is the event's own positive item.
 
@@ -112,25 +84,18 @@ def _accidental_hits(r_i: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.n
     in the step (a pass over 4M pairs at B = 4096, N = 1024). Negatives may repeat.
     """
     if not r_i.shape[0] or not neg.shape[0]:
-        return _NONE, _NONE
+        return NONE, NONE
     order = np.argsort(neg, kind="stable")
     sorted_neg = neg[order]
     lo = np.searchsorted(sorted_neg, r_i, "left")
     count = np.searchsorted(sorted_neg, r_i, "right") - lo
     total = int(count.sum())
     if not total:
-        return _NONE, _NONE
+        return NONE, NONE
     rows = np.repeat(np.arange(r_i.shape[0]), count)
     # Each event's hits are order[lo : lo + count]: its start, plus the position in its run.
     within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
     return rows, order[np.repeat(lo, count) + within]
-
-
-def _add_counts(counts: np.ndarray, rows: np.ndarray) -> None:
-    """counts[rows] += 1 per occurrence; bincount is several times faster than np.add.at."""
-    if rows.shape[0]:
-        add = np.bincount(rows)
-        counts[: add.shape[0]] += add
 
 
 class _TypeCodes(dict[str, int]):
@@ -140,228 +105,14 @@ class _TypeCodes(dict[str, int]):
         return 0
 
 
-class _Side:
-    """Everything one side (users or items) owns: ids, features, tables, counts."""
-
-    def __init__(self, name: str, config: ModelConfig) -> None:
-        acc = config.adagrad_initial_accumulator if config.optimizer == "adagrad" else None
-        self.name = name
-        self.ids = IdMap()
-        self.features = FeatureSpace(config.feature_hash_buckets)
-        self.tokens: dict[int, tuple[str, ...]] = {}  # row -> feature tokens (latest wins)
-        self.frows: dict[int, np.ndarray] = {}  # row -> feature table rows of those tokens
-        # The same as a padded [rows, width] matrix (-1 = none), for vectorised lookups of a
-        # batch's feature pairs; None once some entity has more than _PAD_MAX_WIDTH features.
-        self._fpad: np.ndarray | None = np.full((64, 1), -1, np.int32)
-        self.count = np.zeros(64, dtype=np.int64)  # events per id row
-        fcap = config.feature_hash_buckets or config.initial_capacity
-        self.ftrained = np.zeros(max(64, fcap), dtype=bool)  # feature row seen in an event
-        self.emb = GrowingTable(f"{name}_emb", config.dim, config.initial_capacity, acc)
-        self.bias = GrowingTable(f"{name}_bias", 0, config.initial_capacity, acc)
-        self.femb = GrowingTable(f"{name}_feat_emb", config.dim, fcap, acc)
-        self.n_init = 0  # id rows initialised
-        self.f_init = 0  # feature rows initialised (all buckets at once when hashing)
-        self._pairs: tuple[np.ndarray, np.ndarray] | None = None  # all (row, feature) pairs
-        # newest event time (ms) per id row, kept only when ids can be evicted
-        self.last_ts: np.ndarray | None = np.zeros(64, np.int64) if config.evict_after_s else None
-
-    @property
-    def tables(self) -> list[GrowingTable]:
-        return [self.emb, self.bias, self.femb]
-
-    def set_tokens(self, row: int, tokens: tuple[str, ...]) -> None:
-        if tokens:
-            if self.tokens.get(row) == tokens:
-                return
-            self.tokens[row] = tokens
-            fr = self.frows[row] = self.features.rows(tokens)
-            self._pad_set(row, fr)
-        elif row in self.tokens:
-            del self.tokens[row]
-            del self.frows[row]
-            self._pad_set(row, None)
-        else:
-            return
-        self._pairs = None
-
-    def clear_features(self) -> None:
-        self.tokens = {}
-        self.frows = {}
-        self._fpad = np.full((64, 1), -1, np.int32)
-        self._pairs = None
-
-    def _pad_set(self, row: int, fr: np.ndarray | None) -> None:
-        pad = self._fpad
-        if pad is None:
-            return
-        width = 0 if fr is None else fr.shape[0]
-        if width > _PAD_MAX_WIDTH:
-            self._fpad = None  # rare and wide: the dictionary serves from here on
-            return
-        if width > pad.shape[1]:
-            wider = np.full((pad.shape[0], max(width, 2 * pad.shape[1])), -1, np.int32)
-            wider[:, : pad.shape[1]] = pad
-            pad = wider
-        if row >= pad.shape[0]:
-            n_old = pad.shape[0]
-            pad = grow_rows(pad, row + 1)
-            pad[n_old:] = -1  # grow_rows fills with 0, which is a feature row
-        pad[row] = -1
-        if fr is not None:
-            pad[row, :width] = fr
-        self._fpad = pad
-
-    def feature_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(index into `rows`, feature row) of every feature of those entities, in order."""
-        if not self.frows:  # no entity has features
-            return _NONE, _NONE
-        pad = self._fpad
-        if pad is not None:
-            rows = np.asarray(rows, dtype=np.int64)
-            inside = rows < pad.shape[0]  # rows past the matrix have no features
-            if inside.all():
-                sub = pad[rows]
-            else:
-                sub = np.full((rows.shape[0], pad.shape[1]), -1, np.int32)
-                sub[inside] = pad[rows[inside]]
-            ents, cols = np.nonzero(sub >= 0)
-            return ents, sub[ents, cols].astype(np.int64)
-        get = self.frows.get
-        found = [(j, f) for j, f in enumerate(map(get, rows.tolist())) if f is not None]
-        if not found:
-            return _NONE, _NONE
-        counts = np.fromiter((f.shape[0] for _, f in found), np.int64, len(found))
-        ents = np.repeat(np.fromiter((j for j, _ in found), np.int64, len(found)), counts)
-        return ents, np.concatenate([f for _, f in found]).astype(np.int64)
-
-    def sync(self, rng: np.random.Generator, scale: float, now_ms: int = 0) -> bool:
-        """Initialise rows of ids and feature tokens that arrived since the last call; a new
-        id counts as seen at `now_ms` (the model's clock), so it is not evicted at once."""
-        changed = False
-        n = len(self.ids.ids)
-        if n > self.n_init:
-            rows = np.arange(self.n_init, n, dtype=np.int32)
-            self.emb.set_rows(rows, rng.standard_normal((rows.shape[0], self.emb.dim)) * scale)
-            self.bias.ensure(n)
-            self.count = grow_rows(self.count, n)
-            if self.last_ts is not None:
-                self.last_ts = grow_rows(self.last_ts, n)
-                self.last_ts[self.n_init : n] = now_ms
-            self.n_init = n
-            changed = True
-        f = self.features.n_rows
-        if f > self.f_init:
-            rows = np.arange(self.f_init, f, dtype=np.int32)
-            self.femb.set_rows(rows, rng.standard_normal((rows.shape[0], self.femb.dim)) * scale)
-            self.ftrained = grow_rows(self.ftrained, f)
-            self.f_init = f
-            changed = True
-        return changed
-
-    def keep(self, live: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Keep only the id rows `live` (ascending), renumbered 0..len(live)-1 in order.
-
-        Returns the old -> new row map (-1: evicted) and the evicted ids. Feature rows are
-        shared by many ids and stay.
-        """
-        n = self.n_init
-        remap = np.full(n, -1, np.int64)
-        remap[live] = np.arange(live.shape[0])
-        old_ids = self.ids.ids
-        evicted = [old_ids[r] for r in np.flatnonzero(remap < 0).tolist()]
-        self.ids = IdMap(old_ids[r] for r in live.tolist())
-        new_row = remap.tolist()
-        self.tokens = {new_row[r]: t for r, t in self.tokens.items() if new_row[r] >= 0}
-        self.frows = {new_row[r]: f for r, f in self.frows.items() if new_row[r] >= 0}
-        self._pairs = None
-        if self._fpad is not None:
-            pad = self._fpad
-            kept = np.full(pad.shape, -1, np.int32)
-            inside = np.flatnonzero(live < pad.shape[0])  # new rows of the live rows in pad
-            kept[inside] = pad[live[inside]]
-            self._fpad = kept
-        self.emb.keep_rows(live)
-        self.bias.keep_rows(live)
-        self.count = keep_rows(self.count, live)
-        assert self.last_ts is not None
-        self.last_ts = keep_rows(self.last_ts, live)
-        self.n_init = int(live.shape[0])
-        return remap, evicted
-
-    def batch_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(unique feature rows, pair entity index, pair feature index) for `rows`."""
-        ents, f_all = self.feature_pairs(rows)
-        if not f_all.shape[0]:
-            z = np.zeros(0, dtype=np.int32)
-            return z, z, z
-        f_set, f_idx = np.unique(f_all, return_inverse=True)
-        return f_set.astype(np.int32), ents.astype(np.int32), f_idx.astype(np.int32)
-
-    def all_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """(row, feature row) for every entity with features; cached until features change."""
-        if self._pairs is None:
-            if self.frows:
-                frs = list(self.frows.values())
-                counts = np.fromiter((fr.shape[0] for fr in frs), np.int64, len(frs))
-                rows = np.repeat(np.fromiter(self.frows, np.int64, len(frs)), counts)
-                feats = np.concatenate(frs).astype(np.int64)
-            else:
-                rows = feats = np.zeros(0, dtype=np.int64)
-            self._pairs = (rows, feats)
-        return self._pairs
-
-    def served(self, rows: np.ndarray, token_override: tuple[str, ...] | None = None) -> np.ndarray:
-        """Served vectors of `rows`: trained id rows plus trained feature rows."""
-        rows = np.asarray(rows, dtype=np.int64)
-        out = self.emb.get_rows(rows.astype(np.int32)) if rows.shape[0] else None
-        if out is None:
-            return np.zeros((0, self.emb.dim), dtype=np.float32)
-        out *= (self.count[rows] > 0)[:, None]
-        if token_override is not None:
-            fr = self.known_feature_rows(token_override)
-            n = rows.shape[0]
-            ents = np.repeat(np.arange(n, dtype=np.int64), fr.shape[0])
-            feats = np.tile(np.asarray(fr, np.int64), n)
-        else:
-            ents, feats = self.feature_pairs(rows)
-        self._add_features(out, ents, feats)
-        return out
-
-    def known_feature_rows(self, tokens: Sequence[str]) -> np.ndarray:
-        """Feature rows of tokens already known, without registering new ones."""
-        rows = self.features.known_rows(list(tokens))
-        return rows[rows >= 0]
-
-    def _add_features(self, out: np.ndarray, ents: np.ndarray, feats: np.ndarray) -> None:
-        if feats.shape[0] == 0:
-            return
-        keep = self.ftrained[feats]
-        if not keep.all():
-            ents, feats = ents[keep], feats[keep]
-            if feats.shape[0] == 0:
-                return
-        f_set, f_idx = np.unique(feats, return_inverse=True)
-        vals = self.femb.get_rows(f_set.astype(np.int32))
-        _add_rows(out, ents, vals[f_idx])
-
-    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
-        """Served vectors and biases of every row."""
-        n = len(self.ids.ids)
-        vecs = self.emb.head(n)
-        vecs *= (self.count[:n] > 0)[:, None]
-        rows, feats = self.all_pairs()
-        self._add_features(vecs, rows, feats)
-        return vecs, self.bias.head(n)
-
-
 class OnlineRecommender:
     """Streaming matrix factorisation with side features; see the module docstring."""
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         self.config = config = config or ModelConfig()
         self.rng = np.random.default_rng(config.seed)
-        self.users = _Side("user", config)
-        self.items = _Side("item", config)
+        self.users = Side("user", config)
+        self.items = Side("item", config)
         acc = config.adagrad_initial_accumulator if config.optimizer == "adagrad" else None
         self.gbias = GrowingTable("global_bias", 0, 1, acc)
         self.popularity = DecayedPopularity.from_config(config, items=self.items.ids)
@@ -498,7 +249,8 @@ class OnlineRecommender:
         items = items if isinstance(items, list) else list(items)
         u_rows = self.users.ids.rows(users)
         i_rows = self.items.ids.rows(items)
-        self._remember_features(user_features, item_features, u_rows, i_rows)
+        self.users.remember(u_rows, user_features)
+        self.items.remember(i_rows, item_features)
         self._sync()
 
         # Event type -> small code -> weight. A batch of one type (the usual case) needs no
@@ -549,7 +301,7 @@ class OnlineRecommender:
         else:
             cand = r_cand = cand_logq = np.zeros(0)
         neg_cols = i_inv[nr + nq :]
-        hits = _accidental_hits(r_i, neg_cols) if cfg.loss == "bpr" else (_NONE, _NONE)
+        hits = _accidental_hits(r_i, neg_cols) if cfg.loss == "bpr" else (NONE, NONE)
         uf_set, uf_e, uf_f = self.users.batch_pairs(u_set)
         if_set, if_e, if_f = self.items.batch_pairs(i_set)
         ints = [
@@ -589,8 +341,8 @@ class OnlineRecommender:
             return self._result(n, math.nan, True, users, items, None)
 
         active = np.concatenate([r, q])
-        _add_counts(self.users.count, u_rows[active])
-        _add_counts(self.items.count, i_rows[active])
+        self.users.add_counts(u_rows[active])
+        self.items.add_counts(i_rows[active])
         if uf_set.shape[0]:
             self.users.ftrained[uf_set] = True
         if if_set.shape[0]:
@@ -604,9 +356,8 @@ class OnlineRecommender:
         if self.config.evict_after_s:
             ts_a = np.asarray(ts, dtype=np.int64)[active]
             self._clock_ms = max(self._clock_ms, int(ts_a.max()))
-            assert self.users.last_ts is not None and self.items.last_ts is not None
-            np.maximum.at(self.users.last_ts, u_rows[active], ts_a)
-            np.maximum.at(self.items.last_ts, i_rows[active], ts_a)
+            self.users.touch(u_rows[active], ts_a)
+            self.items.touch(i_rows[active], ts_a)
             evicted_users, evicted_items = self._maybe_evict()
             if evicted_users or evicted_items:
                 result = dataclasses.replace(
@@ -683,23 +434,6 @@ class OnlineRecommender:
     ) -> list[np.ndarray]:
         occ = np.bincount(if_f, weights=self._i_occ[if_e], minlength=if_set.shape[0])
         return [np.maximum(occ, 1.0) ** -self.config.row_scaling]
-
-    def _remember_features(
-        self,
-        ufs: Sequence[Features | None] | None,
-        ifs: Sequence[Features | None] | None,
-        u_rows: np.ndarray,
-        i_rows: np.ndarray,
-    ) -> None:
-        """Features carried by events replace the stored ones (latest wins)."""
-        for side, feats, rows in ((self.users, ufs, u_rows), (self.items, ifs, i_rows)):
-            if feats is None:
-                continue
-            feats = feats if isinstance(feats, list) else list(feats)
-            if feats.count(None) != len(feats):
-                for j, f in enumerate(feats):
-                    if f is not None:
-                        side.set_tokens(int(rows[j]), feature_tokens(f))
 
     def _observe_popularity(
         self,
@@ -915,7 +649,7 @@ class OnlineRecommender:
         step._omit_frequent_tracing_warning = True
         return step
 
-    # --- serving -----------------------------------------------------------------------------
+    # --- serving (rules in `serving`) --------------------------------------------------------
 
     def user_vector(self, user: str) -> tuple[np.ndarray, float] | None:
         """The served user vector p_u and bias b_u; None for an unknown user."""
@@ -923,7 +657,7 @@ class OnlineRecommender:
         row = self.users.ids.row(user)
         if row < 0:
             return None
-        vec = self.users.served(np.asarray([row]))[0]
+        vec = serving.served(self.users, np.asarray([row]))[0]
         bias = float(self.users.bias.get_rows(np.asarray([row], np.int32))[0])
         return vec.astype(np.float32), bias
 
@@ -933,24 +667,14 @@ class OnlineRecommender:
         What the trainer writes after every batch: one `user_vector` call per user costs a TF
         round trip each (about 1 ms), this one costs one for the whole batch.
         """
-        return self._served(self.users, users)
+        self._sync()
+        return serving.served_rows(self.users, users, self.dim)
 
     def item_rows(self, items: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
         """`user_vectors` for items: the rows a batch touched, without rebuilding the matrix
         (at 20k items the full matrix cost the trainer 7 % of its time at 2k events/s)."""
-        return self._served(self.items, items)
-
-    def _served(
-        self, side: _Side, names: Sequence[str]
-    ) -> tuple[list[str], np.ndarray, np.ndarray]:
         self._sync()
-        rows = [(u, r) for u, r in zip(names, map(side.ids.row, names), strict=True) if r >= 0]
-        if not rows:
-            return [], np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
-        idx = np.asarray([r for _, r in rows], dtype=np.int64)
-        vecs = side.served(idx).astype(np.float32)
-        biases = np.asarray(side.bias.get_rows(idx.astype(np.int32)), dtype=np.float32)
-        return [u for u, _ in rows], vecs, biases.reshape(-1)
+        return serving.served_rows(self.items, items, self.dim)
 
     def user_segments(self, user: str) -> tuple[str, ...]:
         """The popularity segments ("country=DE") a user belongs to, from their features."""
@@ -972,15 +696,7 @@ class OnlineRecommender:
         out (their rows are random initialisation). `tokens` None: every trained token.
         """
         self._sync()
-        side = self.users
-        names = list(side.features.tokens.ids if tokens is None else tokens)
-        rows = side.features.known_rows(names).tolist()
-        trained = side.ftrained
-        pairs = [(t, r) for t, r in zip(names, rows, strict=True) if r >= 0 and trained[r]]
-        if not pairs:
-            return {}
-        vecs = side.femb.get_rows(np.asarray([r for _, r in pairs], dtype=np.int32))
-        return {t: vecs[j] for j, (t, _) in enumerate(pairs)}
+        return serving.feature_vectors(self.users, tokens)
 
     def item_vectors(self) -> ItemMatrix:
         vecs, biases = self._item_matrix()
@@ -988,28 +704,15 @@ class OnlineRecommender:
         return ItemMatrix(list(self.items.ids.ids), vecs, biases)
 
     def _item_matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """Served vectors and biases of every item, rebuilt only after the model changed."""
         self._sync()
         cache = self._item_cache
         if cache is None or cache[0] != self._mutations:
-            vecs, biases = self.items.matrix()
+            vecs, biases = serving.matrix(self.items)
             vecs.flags.writeable = False
             biases.flags.writeable = False
             cache = self._item_cache = (self._mutations, vecs, biases)
         return cache[1], cache[2]
-
-    def _exclude_rows(self, exclude: Collection[str]) -> np.ndarray:
-        row = self.items.ids.row
-        rows = [r for r in map(row, exclude) if r >= 0]
-        return np.asarray(rows, dtype=np.int64)
-
-    def _rank(self, p: np.ndarray, exclude: Collection[str], k: int) -> list[tuple[str, float]]:
-        vecs, biases = self._item_matrix()
-        scores = p[None, :] @ vecs.T + biases[None, :]
-        if exclude:
-            scores[0, self._exclude_rows(exclude)] = -np.inf
-        ids = self.items.ids.ids
-        row = scores[0]
-        return [(ids[j], float(row[j])) for j in top_k_rows(scores, k, ids)[0]]
 
     def recommend_with_source(
         self,
@@ -1027,37 +730,16 @@ class OnlineRecommender:
         not remembered.
         """
         self._sync()
-        if k <= 0:
-            return [], SOURCE_MODEL
-        side = self.users
-        row = side.ids.row(user)
-        tokens = (
-            feature_tokens(user_features) if user_features is not None else side.tokens.get(row, ())
+        return serving.recommend_with_source(
+            self.users,
+            self.items,
+            self.popularity,
+            self._item_matrix,
+            user,
+            k,
+            exclude,
+            user_features,
         )
-        override = tokens if user_features is not None else None
-        if row >= 0 and side.count[row] > 0:
-            p = side.served(np.asarray([row]), override)[0]
-            return self._rank(p, exclude, k), SOURCE_MODEL
-        frows = side.known_feature_rows(tokens)
-        if frows.shape[0] and side.ftrained[frows].any():
-            p = np.zeros((1, self.dim), dtype=np.float32)
-            side._add_features(p, np.zeros(frows.shape[0], np.int64), frows.astype(np.int64))
-            return self._rank(p[0], exclude, k), SOURCE_FEATURES
-        return self._popular(tokens, k, exclude), SOURCE_POPULARITY
-
-    def _popular(
-        self, tokens: Sequence[str], k: int, exclude: Collection[str]
-    ) -> list[tuple[str, float]]:
-        pop = self.popularity
-        seg = pop.best_segment(tokens) if tokens else None
-        out = pop.top(k, segment=seg, exclude=exclude) if seg is not None else []
-        if len(out) < k:
-            # Fill a thin segment from global popularity; its scores stay below the segment's
-            # list only in order, not in value, so renumber nothing and just append.
-            have = {i for i, _ in out}
-            more = pop.top(k - len(out), exclude=set(exclude) | have)
-            out.extend(more)
-        return out
 
     def recommend(
         self,
@@ -1076,32 +758,13 @@ class OnlineRecommender:
     ) -> dict[str, list[tuple[str, float]]]:
         """Batch scoring: one matrix product per block of known users."""
         self._sync()
-        exclude = exclude or {}
-        out: dict[str, list[tuple[str, float]]] = {}
-        side = self.users
-        known: list[str] = []
-        rows: list[int] = []
-        for u in users:
-            row = side.ids.row(u)
-            if row >= 0 and side.count[row] > 0:
-                if u not in out:
-                    known.append(u)
-                    rows.append(row)
-                    out[u] = []
-            else:
-                out[u] = self.recommend(u, k, exclude.get(u, ()))
-        if not known or k <= 0:
-            return out
-        vecs, biases = self._item_matrix()
-        p = side.served(np.asarray(rows))
-        excl = [self._exclude_rows(exclude[u]) if exclude.get(u) else None for u in known]
-        lists = rank_lists(p, vecs, biases, self.items.ids.ids, excl, k, _SCORE_CHUNK)
-        out.update(zip(known, lists, strict=True))
-        return out
+        return serving.recommend_many(
+            self.users, self.items, self.popularity, self._item_matrix, users, k, exclude or {}
+        )
 
     def exclude_rows(self, exclude: Collection[str]) -> np.ndarray:
         """Item rows (in `item_vectors()` order) of the given ids that the model knows."""
-        return self._exclude_rows(exclude)
+        return serving.exclude_rows(self.items.ids, exclude)
 
     # --- persistence -------------------------------------------------------------------------
 
