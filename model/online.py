@@ -1,13 +1,12 @@
 """The online recommender: one compiled TensorFlow step per mini-batch of events.
 
 score(u, i) = b + b_u + b_i + <p_u, q_i>, with p_u = e(user id) + sum of e(user feature) and
-q_i = e(item id) + sum of e(item feature) (LightFM). Python does what must be per event (id and
-feature lookups, a few list comprehensions) and prepares index arrays with numpy; TensorFlow
-does the arithmetic in one traced function whose inputs have unknown sizes, so it is traced once
-per model, whatever the batch size and however far the tables grow (no padding needed).
-`OnlineRecommender` owns the state and uses modules of one job each:
+q_i = e(item id) + sum of e(item feature) (LightFM). `OnlineRecommender` owns the state and
+wires together modules of one job each:
 
 - `side`: one side's ids, features, tables and counts (`Side`, one for users, one for items);
+- `batch`: events to the packed arrays the step reads, with shared negatives and row scales;
+- `step`: the compiled TensorFlow step (towers, losses, optimiser), one per batch variant;
 - `serving`: served vectors, top-k lists, cold start (model, features, popularity).
 
 The contract the trainer consumer relies on is `base.StreamModel`.
@@ -24,16 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
-from streamrec.model import checkpoint, losses, serving, towers
+from streamrec.model import checkpoint, serving
+from streamrec.model import step as steps
 from streamrec.model.base import CheckpointMismatch, EventLike, Features, ItemMatrix, LearnResult
+from streamrec.model.batch import Attribute, EventWeights, StepKey, accidental_hits, pack
 from streamrec.model.config import ModelConfig
 from streamrec.model.ids import IdMap, decode_strings, encode_strings, feature_tokens, grow_rows
 from streamrec.model.popularity import DecayedPopularity
 from streamrec.model.sampling import NegativeSampler
 from streamrec.model.serving import SOURCE_FEATURES, SOURCE_MODEL, SOURCE_POPULARITY
-from streamrec.model.side import NONE, PAD_MAX_WIDTH, Side
+from streamrec.model.side import PAD_MAX_WIDTH, Side
 from streamrec.model.tables import GrowingTable
 
 __all__ = [
@@ -49,60 +49,13 @@ __all__ = [
 _Side = Side
 _PAD_MAX_WIDTH = PAD_MAX_WIDTH
 _add_rows = serving.add_rows
+_accidental_hits = accidental_hits
 
 log = logging.getLogger(__name__)
-
-_ADAGRAD_EPS = 1e-7  # Keras's Adagrad epsilon
-_N_INTS = 17  # index arrays packed into one tensor per step call (see `learn`)
-_N_FLOATS = 11
-_I32 = tf.TensorSpec([None], tf.int32)
-_F32 = tf.TensorSpec([None], tf.float32)
 
 # Settings a checkpoint's tables depend on: the shape of every table, which optimiser state
 # exists, what a hashed feature row means, and the time unit of the stored popularity.
 RESTORE_FIXED = ("dim", "optimizer", "feature_hash_buckets", "popularity_half_life_s")
-
-
-class _Attribute(Sequence[Any]):
-    """A lazy column of one attribute of the events: only the rows read cost anything."""
-
-    def __init__(self, events: Sequence[EventLike], name: str) -> None:
-        self._events = events
-        self._name = name
-
-    def __len__(self) -> int:
-        return len(self._events)
-
-    def __getitem__(self, j: Any) -> Any:
-        return getattr(self._events[j], self._name)
-
-
-def _accidental_hits(r_i: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(event, column) of every shared negative that is the event's own positive item.
-
-    One sort and two binary searches, O((B + N) log N), instead of comparing all B x N pairs
-    in the step (a pass over 4M pairs at B = 4096, N = 1024). Negatives may repeat.
-    """
-    if not r_i.shape[0] or not neg.shape[0]:
-        return NONE, NONE
-    order = np.argsort(neg, kind="stable")
-    sorted_neg = neg[order]
-    lo = np.searchsorted(sorted_neg, r_i, "left")
-    count = np.searchsorted(sorted_neg, r_i, "right") - lo
-    total = int(count.sum())
-    if not total:
-        return NONE, NONE
-    rows = np.repeat(np.arange(r_i.shape[0]), count)
-    # Each event's hits are order[lo : lo + count]: its start, plus the position in its run.
-    within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-    return rows, order[np.repeat(lo, count) + within]
-
-
-class _TypeCodes(dict[str, int]):
-    """Event type -> code; unknown types are 0 and, unlike a defaultdict's, not inserted."""
-
-    def __missing__(self, key: str) -> int:
-        return 0
 
 
 class OnlineRecommender:
@@ -119,18 +72,13 @@ class OnlineRecommender:
         self.sampler = NegativeSampler(config.negative_buffer_size, config.negative_popularity_mix)
         self.version = 0
         self.skipped_nonfinite = 0  # batches whose update was skipped (non-finite loss/grads)
-        self._want_touched = True
         self._mutations = 0  # bumps on every state change; keys the item-matrix cache
         self._gbias: float | None = None  # cached global bias; None: read it again
         self._clock_ms = 0  # newest event time learned: the eviction clock
         self._evicted_at_ms = 0  # clock of the last eviction pass
         self._item_cache: tuple[int, np.ndarray, np.ndarray] | None = None
-        self._steps: dict[tuple[bool, bool, bool, bool], Any] = {}
-        # Code 0 is every type the config does not name (weight 0: ignored).
-        names = list(config.event_weights)
-        self._type_codes = _TypeCodes({t: j + 1 for j, t in enumerate(names)})
-        self._type_weights = np.asarray([0.0, *config.event_weights.values()], np.float64)
-        self._rating_code = names.index("rating") + 1 if "rating" in names else -1
+        self._steps: dict[StepKey, Any] = {}  # compiled step per variant (`_step`)
+        self._weights = EventWeights(config)
         self._sync()
 
     # --- properties --------------------------------------------------------------------------
@@ -158,7 +106,7 @@ class OnlineRecommender:
     @property
     def tracing_count(self) -> int:
         """Traces of the training step: one per batch-content variant used, never per batch."""
-        return sum(int(f.experimental_get_tracing_count()) for f in self._steps.values())
+        return steps.tracing_count(self._steps)
 
     # --- catalogue ---------------------------------------------------------------------------
 
@@ -213,7 +161,7 @@ class OnlineRecommender:
             items,
             types,
             ts,
-            values=_Attribute(events, "value"),
+            values=Attribute(events, "value"),
             user_features=ufs,
             item_features=ifs,
             touched=touched,
@@ -238,7 +186,6 @@ class OnlineRecommender:
         (None: no rating has a value); `ts` (ms) only at positives, for popularity.
         """
         self.version += 1
-        self._want_touched = touched
         n = len(users)
         if not (len(items) == len(types) == len(ts) == n):
             raise ValueError("learn_columns: users, items, types and ts differ in length")
@@ -253,81 +200,14 @@ class OnlineRecommender:
         self.items.remember(i_rows, item_features)
         self._sync()
 
-        # Event type -> small code -> weight. A batch of one type (the usual case) needs no
-        # per-event lookup at all; otherwise one C-level pass over the types.
         types = types if isinstance(types, list) else list(types)
-        first = types[0]
-        if types.count(first) == n:
-            codes = np.full(n, self._type_codes[first], dtype=np.int32)
-        else:
-            codes = np.fromiter(map(self._type_codes.__getitem__, types), np.int32, n)
-        w = self._type_weights[codes]
-        w_rank = np.where(w > 0, w, 0.0)
-        w_pt = np.where(w < 0, -w, 0.0)
-        y_pt = np.zeros(n, dtype=np.float64)
-        rating_w = cfg.event_weights.get("rating", 0.0)
-        ratings = np.flatnonzero(codes == self._rating_code) if rating_w > 0 else ()
-        if len(ratings):
-            idx = np.asarray(ratings)
-            raw = [None if values is None else values[j] for j in idx.tolist()]
-            given = np.asarray([v is not None for v in raw])
-            vals = np.asarray([math.nan if v is None else v for v in raw], np.float64)
-            lo, hi = cfg.rating_negative_max, cfg.rating_positive_min
-            w_rank[idx] = np.where(given & (vals >= hi), rating_w, 0.0)
-            w_pt[idx] = np.where(given, rating_w, 0.0)
-            # A soft label between the two thresholds; a NaN value stays NaN and the batch is
-            # skipped as non-finite rather than silently learning from garbage.
-            with np.errstate(invalid="ignore"):
-                y_pt[idx] = np.where(given, np.clip((vals - lo) / (hi - lo), 0.0, 1.0), 0.0)
-
-        r = np.flatnonzero(w_rank > 0)
-        q = np.flatnonzero(w_pt > 0)
-        nr, nq = r.shape[0], q.shape[0]
-        if nr == 0 and nq == 0:
-            return self._result(n, math.nan, False, users, items, None)
-        if nr:
-            neg, neg_logq = self.sampler.sample(self.rng, cfg.negatives, self.n_items)
-        else:
-            neg, neg_logq = np.zeros(0, np.int32), np.zeros(0, np.float32)
-        u_set, u_inv = np.unique(np.concatenate([u_rows[r], u_rows[q]]), return_inverse=True)
-        i_set, i_inv = np.unique(np.concatenate([i_rows[r], i_rows[q], neg]), return_inverse=True)
-        r_i = i_inv[:nr]
-        cand: np.ndarray
-        r_cand: np.ndarray
-        cand_logq: np.ndarray
-        if cfg.loss == "softmax" and nr:
-            cand, r_cand, cand_count = np.unique(r_i, return_inverse=True, return_counts=True)
-            cand_logq = np.log(cand_count)
-        else:
-            cand = r_cand = cand_logq = np.zeros(0)
-        neg_cols = i_inv[nr + nq :]
-        hits = _accidental_hits(r_i, neg_cols) if cfg.loss == "bpr" else (NONE, NONE)
-        uf_set, uf_e, uf_f = self.users.batch_pairs(u_set)
-        if_set, if_e, if_f = self.items.batch_pairs(i_set)
-        ints = [
-            u_set, uf_set, uf_e, uf_f, i_set, if_set, if_e, if_f,
-            u_inv[:nr], r_i, neg_cols, cand, r_cand, u_inv[nr:], i_inv[nr : nr + nq],
-            *hits,
-        ]  # fmt: skip
-        floats = [w_rank[r], neg_logq, cand_logq, w_pt[q], y_pt[q], np.asarray([nr + nq])]
-        floats += self._row_scales(nr, nq, u_inv, i_inv, u_set, i_set, uf_set, uf_e, uf_f)
-        floats += self._row_scales_items(if_set, if_e, if_f)
-        step = self._step((nr > 0, nq > 0, uf_set.shape[0] > 0, if_set.shape[0] > 0))
-        packed = (
-            tf.constant(np.concatenate(ints).astype(np.int32)),
-            tf.constant(np.asarray([a.shape[0] for a in ints + floats], dtype=np.int32)),
-            tf.constant(np.concatenate(floats).astype(np.float32)),
-        )
-        total = 0.0
-        ok = True
-        for _ in range(cfg.steps_per_batch):
-            loss_t, ok_t = step(*packed)
-            if not bool(ok_t):
-                ok = False
-                break
-            total = float(loss_t)
+        weights = self._weights(types, values)
+        batch = pack(cfg, self.users, self.items, self.sampler, self.rng, u_rows, i_rows, weights)
+        if batch is None:
+            return self._result(n, math.nan, False, users, items, None, touched)
+        total, ok = steps.run(self._step(batch.key), batch, cfg.steps_per_batch)
         self._mutations += 1
-        if nq:
+        if batch.q.shape[0]:
             self._gbias = None
         if not ok:
             self.skipped_nonfinite += 1
@@ -338,21 +218,22 @@ class OnlineRecommender:
                 n,
                 self.skipped_nonfinite,
             )
-            return self._result(n, math.nan, True, users, items, None)
+            return self._result(n, math.nan, True, users, items, None, touched)
 
-        active = np.concatenate([r, q])
+        r = batch.r
+        active = np.concatenate([r, batch.q])
         self.users.add_counts(u_rows[active])
         self.items.add_counts(i_rows[active])
-        if uf_set.shape[0]:
-            self.users.ftrained[uf_set] = True
-        if if_set.shape[0]:
+        if batch.uf_set.shape[0]:
+            self.users.ftrained[batch.uf_set] = True
+        if batch.if_set.shape[0]:
             # Features of sampled negatives were only pushed down; they count as trained only
             # through an item that appeared in an event.
             f_set, _, _ = self.items.batch_pairs(np.unique(i_rows[active]))
             self.items.ftrained[f_set] = True
-        self._observe_popularity(ts, r, w_rank, u_rows, i_rows)
+        self._observe_popularity(ts, r, weights[0], u_rows, i_rows)
         self.sampler.observe(i_rows[r])
-        result = self._result(n, total / (nr + nq), False, users, items, neg)
+        result = self._result(n, total / active.shape[0], False, users, items, batch.neg, touched)
         if self.config.evict_after_s:
             ts_a = np.asarray(ts, dtype=np.int64)[active]
             self._clock_ms = max(self._clock_ms, int(ts_a.max()))
@@ -395,46 +276,6 @@ class OnlineRecommender:
             )
         return out[0], out[1]
 
-    def _row_scales(
-        self,
-        nr: int,
-        nq: int,
-        u_inv: np.ndarray,
-        i_inv: np.ndarray,
-        u_set: np.ndarray,
-        i_set: np.ndarray,
-        uf_set: np.ndarray,
-        uf_e: np.ndarray,
-        uf_f: np.ndarray,
-    ) -> list[np.ndarray]:
-        """Per-row gradient scales occurrences^-row_scaling (see ModelConfig.row_scaling),
-        times user_gradient_scale for user id rows."""
-        alpha = self.config.row_scaling
-        n_ev = nr + nq
-        u_occ = np.bincount(u_inv, minlength=u_set.shape[0]).astype(np.float64)
-        i_occ = np.bincount(i_inv[:n_ev], minlength=i_set.shape[0]).astype(np.float64)
-        n_neg = i_inv.shape[0] - n_ev
-        if n_neg:
-            # Every ranking event spreads 1/N over the N shared negatives.
-            i_occ += np.bincount(i_inv[n_ev:], minlength=i_set.shape[0]) * (nr / n_neg)
-        uf_occ = np.bincount(uf_f, weights=u_occ[uf_e], minlength=uf_set.shape[0])
-        self._i_occ = i_occ
-        u_scale = np.maximum(u_occ, 1.0) ** -alpha
-        if self.config.user_gradient_scale != 1.0:
-            u_scale = u_scale * self.config.user_gradient_scale
-        return [
-            u_scale,
-            np.maximum(i_occ, 1.0) ** -alpha,
-            np.maximum(uf_occ, 1.0) ** -alpha,
-            np.asarray([max(nq, 1) ** -alpha]),
-        ]
-
-    def _row_scales_items(
-        self, if_set: np.ndarray, if_e: np.ndarray, if_f: np.ndarray
-    ) -> list[np.ndarray]:
-        occ = np.bincount(if_f, weights=self._i_occ[if_e], minlength=if_set.shape[0])
-        return [np.maximum(occ, 1.0) ** -self.config.row_scaling]
-
     def _observe_popularity(
         self,
         ts: Sequence[int] | np.ndarray,
@@ -467,13 +308,14 @@ class OnlineRecommender:
         users: list[str],
         items: list[str],
         neg: np.ndarray | None,
+        touched: bool,
     ) -> LearnResult:
         """Touched ids in first-seen order; touched items include the sampled negatives.
 
         Built from the batch's own strings (hot in cache) rather than by indexing the id
         lists with rows: that costs a cache miss per id, a millisecond per 4096 events.
         """
-        if not self._want_touched:
+        if not touched:
             return LearnResult(n, loss, skipped, [], [], self.version)
         touched_items = dict.fromkeys(items)
         if neg is not None and neg.shape[0]:
@@ -483,20 +325,13 @@ class OnlineRecommender:
             n, loss, skipped, list(dict.fromkeys(users)), list(touched_items), self.version
         )
 
-    def _step(self, key: tuple[bool, bool, bool, bool]) -> Any:
+    def _step(self, key: StepKey) -> Any:
+        """The compiled step of this batch variant, compiled on first use."""
         step = self._steps.get(key)
         if step is None:
-            t0 = time.perf_counter()
-            step = self._steps[key] = self._build_step(*key)
-            # Run once on an empty batch: the first call of a graph pays TF's graph
-            # optimisation (as long again as the trace), which belongs here, not in a batch.
-            ints = tf.zeros([0], tf.int32)
-            sizes = np.zeros(_N_INTS + _N_FLOATS, np.int32)
-            sizes[_N_INTS + 5] = sizes[_N_INTS + 9] = 1  # n_active and the global-bias scale
-            # The loss of no events is 0 and every gradient is 0 (the global bias has no
-            # weight decay), so an Adagrad or SGD update leaves every value as it was.
-            step(ints, tf.constant(sizes), tf.constant([0.0, 1.0], tf.float32))
-            log.debug("learn step %s compiled in %.0f ms", key, (time.perf_counter() - t0) * 1e3)
+            step = self._steps[key] = steps.compile_step(
+                self.config, self.users, self.items, self.gbias, key
+            )
         return step
 
     def warm_up(self) -> float:
@@ -508,146 +343,9 @@ class OnlineRecommender:
         config weighs any (ratings, dislikes). Returns the seconds spent.
         """
         t0 = time.perf_counter()
-        weights = self.config.event_weights
-        explicit = min(weights.values()) < 0 or weights.get("rating", 0.0) > 0
-        for has_pt in (False, True) if explicit else (False,):
-            for has_uf in (False, True):
-                for has_if in (False, True):
-                    self._step((True, has_pt, has_uf, has_if))
+        for key in steps.warm_keys(self.config):
+            self._step(key)
         return time.perf_counter() - t0
-
-    def _build_step(self, has_rank: bool, has_pt: bool, has_uf: bool, has_if: bool) -> Any:
-        """The compiled step for one combination of batch contents.
-
-        Parts a batch does not have (features, explicit feedback) are left out of the graph
-        rather than fed empty tensors: every op costs a fixed few microseconds, which matters at
-        a few milliseconds per batch. At most 16 variants exist, each traced once.
-        """
-        cfg = self.config
-        users, items, gbias = self.users, self.items, self.gbias
-        lr = cfg.learning_rate
-        l2 = cfg.l2
-        clip = cfg.clip_norm
-        adagrad = cfg.optimizer == "adagrad"
-        softmax = cfg.loss == "softmax"
-        scaled = cfg.row_scaling > 0 or cfg.user_gradient_scale != 1.0
-
-        def apply(table: GrowingTable, idx: tf.Tensor, g: tf.Tensor) -> Any:
-            if adagrad:
-                assert table.acc is not None
-                table.acc.scatter_add(tf.IndexedSlices(g * g, idx))
-                a = tf.gather(table.acc, idx)
-                step = lr * g / (tf.sqrt(a) + _ADAGRAD_EPS)
-                return table.var.scatter_sub(tf.IndexedSlices(step, idx))
-            return table.var.scatter_sub(tf.IndexedSlices(lr * g, idx))
-
-        signature = [_I32, _I32, _F32]
-
-        # autograph off: the step is plain graph code (tf.cond above), and tracing without the
-        # source transformation is several times faster, which every new variant pays once.
-        @tf.function(input_signature=signature, autograph=False)
-        def step(ints: tf.Tensor, sizes: tf.Tensor, floats: tf.Tensor) -> tuple[Any, Any]:
-            (
-                u_set, uf_set, uf_e, uf_f, i_set, if_set, if_e, if_f,
-                r_u, r_i, neg, cand, r_cand, p_u, p_i, hit_b, hit_j,
-            ) = tf.split(ints, sizes[:_N_INTS], num=_N_INTS)  # fmt: skip
-            (
-                r_w, neg_logq, cand_logq, p_w, p_y, n_active,
-                s_u, s_i, s_uf, s_b0, s_if,
-            ) = tf.split(floats, sizes[_N_INTS:], num=_N_FLOATS)  # fmt: skip
-            row_scale = {"eu": s_u, "bu": s_u, "ei": s_i, "bi": s_i, "fu": s_uf, "fi": s_if}
-            row_scale["b0"] = s_b0
-            zero = tf.zeros([1], tf.int32)
-            slots: dict[str, tuple[GrowingTable, tf.Tensor]] = {
-                "eu": (users.emb, u_set),
-                "ei": (items.emb, i_set),
-                "bi": (items.bias, i_set),
-            }
-            if has_uf:
-                slots["fu"] = (users.femb, uf_set)
-            if has_if:
-                slots["fi"] = (items.femb, if_set)
-            if has_pt:
-                slots["bu"] = (users.bias, u_set)
-                slots["b0"] = (gbias, zero)
-            names = list(slots)
-            params = [tf.gather(table.var, idx) for table, idx in slots.values()]
-            with tf.GradientTape() as tape:
-                tape.watch(params)
-                x = dict(zip(names, params, strict=True))
-                p = towers.embed(x["eu"], x["fu"], uf_e, uf_f) if has_uf else x["eu"]
-                qv = towers.embed(x["ei"], x["fi"], if_e, if_f) if has_if else x["ei"]
-                bi = x["bi"]
-                loss = tf.constant(0.0)
-                if has_rank:
-                    pr = tf.gather(p, r_u)
-                    neg_q = tf.gather(qv, neg)
-                    neg_b = tf.gather(bi, neg)
-                    if softmax:
-                        not_hit = tf.cast(neg[None, :] != r_i[:, None], tf.float32)
-                        negs = tf.matmul(pr, neg_q, transpose_b=True) + neg_b[None, :]
-                        cq = tf.gather(qv, cand)
-                        in_batch = tf.matmul(pr, cq, transpose_b=True) + tf.gather(bi, cand)[None]
-                        mask = tf.concat([tf.ones_like(in_batch), not_hit], axis=1)
-                        loss += losses.sampled_softmax(
-                            tf.concat([in_batch, negs], axis=1),
-                            r_cand,
-                            tf.concat([cand_logq, neg_logq], axis=0),
-                            r_w,
-                            mask,
-                        )
-                    else:
-                        pos = tf.reduce_sum(pr * tf.gather(qv, r_i), axis=1) + tf.gather(bi, r_i)
-                        loss += losses.bpr_shared(pr, pos, neg_q, neg_b, r_w, hit_b, hit_j)
-                if has_pt:
-                    scores = (
-                        x["b0"][0]
-                        + tf.gather(x["bu"], p_u)
-                        + tf.gather(bi, p_i)
-                        + tf.reduce_sum(tf.gather(p, p_u) * tf.gather(qv, p_i), axis=1)
-                    )
-                    loss += losses.pointwise(scores, p_y, p_w)
-            grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            # Gradients of gathers over the batch's own (small) unique-row sets may come back
-            # as IndexedSlices; densify those, never the tables'.
-            grads = [tf.convert_to_tensor(g) for g in grads]
-            ok = tf.math.is_finite(loss)
-            for g in grads:
-                ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(g)))
-            if scaled:
-                grads = [
-                    g * (row_scale[n][:, None] if g.shape.rank == 2 else row_scale[n])
-                    for n, g in zip(names, grads, strict=True)
-                ]
-            if clip > 0:
-                norm = tf.linalg.global_norm(grads)
-                limit = clip * tf.sqrt(tf.maximum(n_active[0], 1.0))
-                scale = tf.minimum(1.0, limit / tf.maximum(norm, 1e-30))
-                grads = [g * scale for g in grads]
-            if l2 > 0:
-                # Lazy weight decay: only rows in the batch, as a sparse model must; the
-                # global bias is not decayed.
-                grads = [
-                    g if name == "b0" else g + l2 * v
-                    for name, g, v in zip(names, grads, params, strict=True)
-                ]
-
-            def update() -> tf.Tensor:
-                ops = [
-                    apply(table, idx, g)
-                    for (table, idx), g in zip(slots.values(), grads, strict=True)
-                ]
-                with tf.control_dependencies(ops):
-                    return tf.constant(True)
-
-            # Nothing at all is applied unless the loss and every gradient are finite.
-            applied = tf.cond(ok, update, lambda: tf.constant(False))
-            return loss, applied
-
-        # Every variant is traced exactly once (fixed signature), but all share this code
-        # object, so TF's "frequent retracing" heuristic would warn about a non-problem.
-        step._omit_frequent_tracing_warning = True
-        return step
 
     # --- serving (rules in `serving`) --------------------------------------------------------
 
