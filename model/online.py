@@ -7,7 +7,8 @@ wires together modules of one job each:
 - `side`: one side's ids, features, tables and counts (`Side`, one for users, one for items);
 - `batch`: events to the packed arrays the step reads, with shared negatives and row scales;
 - `step`: the compiled TensorFlow step (towers, losses, optimiser), one per batch variant;
-- `serving`: served vectors, top-k lists, cold start (model, features, popularity).
+- `serving`: served vectors, top-k lists, cold start (model, features, popularity);
+- `persistence`: what a checkpoint holds, and restoring it under new settings.
 
 The contract the trainer consumer relies on is `base.StreamModel`.
 """
@@ -24,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.model import checkpoint, serving
+from streamrec.model import persistence, serving
 from streamrec.model import step as steps
 from streamrec.model.base import CheckpointMismatch, EventLike, Features, ItemMatrix, LearnResult
 from streamrec.model.batch import Attribute, EventWeights, StepKey, accidental_hits, pack
 from streamrec.model.config import ModelConfig
-from streamrec.model.ids import IdMap, decode_strings, encode_strings, feature_tokens, grow_rows
+from streamrec.model.ids import feature_tokens
+from streamrec.model.persistence import RESTORE_FIXED
 from streamrec.model.popularity import DecayedPopularity
 from streamrec.model.sampling import NegativeSampler
 from streamrec.model.serving import SOURCE_FEATURES, SOURCE_MODEL, SOURCE_POPULARITY
@@ -52,10 +54,6 @@ _add_rows = serving.add_rows
 _accidental_hits = accidental_hits
 
 log = logging.getLogger(__name__)
-
-# Settings a checkpoint's tables depend on: the shape of every table, which optimiser state
-# exists, what a hashed feature row means, and the time unit of the stored popularity.
-RESTORE_FIXED = ("dim", "optimizer", "feature_hash_buckets", "popularity_half_life_s")
 
 
 class OnlineRecommender:
@@ -464,7 +462,7 @@ class OnlineRecommender:
         """Item rows (in `item_vectors()` order) of the given ids that the model knows."""
         return serving.exclude_rows(self.items.ids, exclude)
 
-    # --- persistence -------------------------------------------------------------------------
+    # --- persistence (in `persistence`) ------------------------------------------------------
 
     def save(self, path: str | Path, metadata: Mapping[str, Any] | None = None) -> None:
         """Everything needed to continue training bit for bit, written atomically.
@@ -472,53 +470,7 @@ class OnlineRecommender:
         `metadata` must be JSON-serialisable (the consumer stores Kafka offsets there).
         """
         self._sync()
-        arrays: dict[str, np.ndarray] = {}
-        capacities: dict[str, int] = {}
-        for side in (self.users, self.items):
-            s = side.name
-            n, f = side.n_init, side.f_init
-            for table, rows in ((side.emb, n), (side.bias, n), (side.femb, f)):
-                arrays[table.name] = table.head(rows)
-                acc = table.head_acc(rows)
-                if acc is not None:
-                    arrays[f"{table.name}_acc"] = acc
-                capacities[table.name] = table.capacity
-            arrays[f"{s}_ids_blob"], arrays[f"{s}_ids_off"] = encode_strings(side.ids.ids)
-            blob, off = encode_strings(side.features.tokens.ids)
-            arrays[f"{s}_tokens_blob"], arrays[f"{s}_tokens_off"] = blob, off
-            token_row = side.features.tokens.row
-            ent = np.fromiter(side.tokens.keys(), np.int64, len(side.tokens))
-            lens = np.fromiter((len(t) for t in side.tokens.values()), np.int64, len(side.tokens))
-            indptr = np.zeros(len(side.tokens) + 1, dtype=np.int64)
-            np.cumsum(lens, out=indptr[1:])
-            toks = [token_row(t) for ts in side.tokens.values() for t in ts]
-            arrays[f"{s}_feat_entities"] = ent
-            arrays[f"{s}_feat_indptr"] = indptr
-            arrays[f"{s}_feat_tokens"] = np.asarray(toks, dtype=np.int64)
-            arrays[f"{s}_count"] = side.count[:n].copy()
-            arrays[f"{s}_ftrained"] = side.ftrained[:f].copy()
-            if side.last_ts is not None:
-                arrays[f"{s}_last_ts"] = side.last_ts[:n].copy()
-        arrays["global_bias"] = self.gbias.head(1)
-        gacc = self.gbias.head_acc(1)
-        if gacc is not None:
-            arrays["global_bias_acc"] = gacc
-        pop_arrays, pop_info = self.popularity.state()
-        arrays.update(pop_arrays)
-        neg_arrays, neg_info = self.sampler.state()
-        arrays.update(neg_arrays)
-        info = {
-            "config": dataclasses.asdict(self.config),
-            "version": self.version,
-            "skipped_nonfinite": self.skipped_nonfinite,
-            "rng": self.rng.bit_generator.state,
-            "capacities": capacities,
-            "popularity": pop_info,
-            "sampler": neg_info,
-            "evict": {"clock_ms": self._clock_ms, "evicted_at_ms": self._evicted_at_ms},
-            "metadata": dict(metadata or {}),
-        }
-        checkpoint.write(path, arrays, info)
+        persistence.save(self, path, metadata)
 
     @classmethod
     def restore(
@@ -531,82 +483,4 @@ class OnlineRecommender:
         ones that shape what was learned (RESTORE_FIXED): a difference there raises
         CheckpointMismatch naming them, rather than silently keep the saved ones.
         """
-        arrays, info = checkpoint.read(path)
-        saved = dict(info["config"])
-        # Checkpoints from before user_gradient_scale existed were trained without it (1.0):
-        # continue them as they were trained, not with today's default.
-        saved.setdefault("user_gradient_scale", 1.0)
-        saved_config = ModelConfig(**saved)
-        if config is not None:
-            fixed = [
-                f"{name}: saved {getattr(saved_config, name)!r}, "
-                f"configured {getattr(config, name)!r}"
-                for name in RESTORE_FIXED
-                if getattr(saved_config, name) != getattr(config, name)
-            ]
-            if fixed:
-                raise CheckpointMismatch(
-                    f"checkpoint {Path(path).name} cannot continue with these settings "
-                    f"({'; '.join(fixed)}): set them back, or start from an empty checkpoint "
-                    "folder (a new model)"
-                )
-            changed = {
-                f.name: (getattr(saved_config, f.name), getattr(config, f.name))
-                for f in dataclasses.fields(ModelConfig)
-                if getattr(saved_config, f.name) != getattr(config, f.name)
-            }
-            if changed:
-                log.info(
-                    "checkpoint %s continues with changed settings: %s",
-                    Path(path).name,
-                    ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()),
-                )
-        config = saved_config if config is None else config
-        # Build without drawing hashed-feature rows twice: a fresh model draws them from the
-        # seed, then everything, RNG included, is overwritten by the saved state.
-        model = cls(config)
-        for side in (model.users, model.items):
-            s = side.name
-            side.ids = IdMap(decode_strings(arrays[f"{s}_ids_blob"], arrays[f"{s}_ids_off"]))
-            side.features.tokens = IdMap(
-                decode_strings(arrays[f"{s}_tokens_blob"], arrays[f"{s}_tokens_off"])
-            )
-            names = side.features.tokens.ids
-            indptr = arrays[f"{s}_feat_indptr"].tolist()
-            toks = arrays[f"{s}_feat_tokens"].tolist()
-            side.clear_features()
-            for j, ent in enumerate(arrays[f"{s}_feat_entities"].tolist()):
-                tokens = tuple(names[t] for t in toks[indptr[j] : indptr[j + 1]])
-                side.set_tokens(ent, tokens)
-            for table in side.tables:
-                table.load(
-                    arrays[table.name],
-                    arrays.get(f"{table.name}_acc"),
-                    info["capacities"][table.name],
-                )
-            side.n_init = len(side.ids.ids)
-            side.f_init = arrays[side.femb.name].shape[0]
-            side.count = grow_rows(arrays[f"{s}_count"].astype(np.int64), side.n_init)
-            side.ftrained = grow_rows(arrays[f"{s}_ftrained"].astype(bool), side.f_init)
-            side._pairs = None
-        # Checkpoints from before eviction existed hold no clock: popularity's is the same
-        # (the newest positive's time); ids without a saved time count as seen at it.
-        evict = info.get("evict", {})
-        model._clock_ms = int(evict.get("clock_ms", info["popularity"].get("now_ms") or 0))
-        model._evicted_at_ms = int(evict.get("evicted_at_ms", model._clock_ms))
-        for side in (model.users, model.items):
-            if side.last_ts is not None:
-                saved_ts = arrays.get(f"{side.name}_last_ts")
-                if saved_ts is None:
-                    saved_ts = np.full(side.n_init, model._clock_ms, np.int64)
-                side.last_ts = grow_rows(saved_ts.astype(np.int64), max(64, side.n_init))
-        model.gbias.load(arrays["global_bias"], arrays.get("global_bias_acc"), 1)
-        model._gbias = None
-        model.popularity.items = model.items.ids
-        model.popularity.load_state(arrays, info["popularity"])
-        model.sampler.load_state(arrays, info["sampler"])
-        model.rng.bit_generator.state = info["rng"]
-        model.version = int(info["version"])
-        model.skipped_nonfinite = int(info["skipped_nonfinite"])
-        model._mutations += 1
-        return model, dict(info["metadata"])
+        return persistence.restore(cls, path, config)
