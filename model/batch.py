@@ -137,7 +137,7 @@ def accidental_hits(r_i: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.nd
     """(event, column) of every shared negative that is the event's own positive item.
 
     One sort and two binary searches, O((B + N) log N), instead of comparing all B x N pairs
-    in the step (a pass over 4M pairs at B = 4096, N = 1024). Negatives may repeat.
+    in the step. Negatives may repeat.
     """
     if not r_i.shape[0] or not neg.shape[0]:
         return NONE, NONE

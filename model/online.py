@@ -146,7 +146,7 @@ class OnlineRecommender:
         is guarded on its own and the steps before a bad one stay applied.
 
         `touched=False` leaves LearnResult's id lists empty, for callers that track the ids
-        themselves (about a tenth of the Python time per event).
+        themselves (building them costs Python time per event).
         """
         users = [e.user for e in events]
         items = [e.item for e in events]
@@ -311,7 +311,7 @@ class OnlineRecommender:
         """Touched ids in first-seen order; touched items include the sampled negatives.
 
         Built from the batch's own strings (hot in cache) rather than by indexing the id
-        lists with rows: that costs a cache miss per id, a millisecond per 4096 events.
+        lists with rows, which costs a cache miss per id.
         """
         if not touched:
             return LearnResult(n, loss, skipped, [], [], self.version)
@@ -335,10 +335,8 @@ class OnlineRecommender:
     def warm_up(self) -> float:
         """Compile, before the first batch, every step variant a stream is likely to need.
 
-        A variant is compiled when a batch first needs it, which costs that batch 0.3 to
-        0.5 s: the trainer's freshness tail at 5k events/s was made of these. Warmed: ranking
-        events with and without user and item features, and with explicit feedback when the
-        config weighs any (ratings, dislikes). Returns the seconds spent.
+        Otherwise a variant is compiled when a batch first needs it, and that batch waits
+        (`step.warm_keys` lists the variants). Returns the seconds spent.
         """
         t0 = time.perf_counter()
         for key in steps.warm_keys(self.config):
@@ -360,15 +358,15 @@ class OnlineRecommender:
     def user_vectors(self, users: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(known users, vectors float32 [n, dim], biases float32 [n]) in one gather.
 
-        What the trainer writes after every batch: one `user_vector` call per user costs a TF
-        round trip each (about 1 ms), this one costs one for the whole batch.
+        What the trainer writes after every batch: one TF round trip for the whole batch
+        instead of one per `user_vector` call.
         """
         self._sync()
         return serving.served_rows(self.users, users, self.dim)
 
     def item_rows(self, items: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """`user_vectors` for items: the rows a batch touched, without rebuilding the matrix
-        (at 20k items the full matrix cost the trainer 7 % of its time at 2k events/s)."""
+        """`user_vectors` for items: the rows a batch touched, without rebuilding the whole
+        item matrix."""
         self._sync()
         return serving.served_rows(self.items, items, self.dim)
 
@@ -396,7 +394,7 @@ class OnlineRecommender:
 
     def item_vectors(self) -> ItemMatrix:
         vecs, biases = self._item_matrix()
-        # The cached arrays themselves, read-only: no 25 MB copy per call at 100k items.
+        # The cached arrays themselves, read-only: no copy of the whole matrix per call.
         return ItemMatrix(list(self.items.ids.ids), vecs, biases)
 
     def _item_matrix(self) -> tuple[np.ndarray, np.ndarray]:

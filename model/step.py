@@ -82,8 +82,8 @@ def build_step(
     """The compiled step for one combination of batch contents.
 
     Parts a batch does not have (features, explicit feedback) are left out of the graph
-    rather than fed empty tensors: every op costs a fixed few microseconds, which matters at
-    a few milliseconds per batch. At most 16 variants exist, each traced once.
+    rather than fed empty tensors: every op has a fixed cost, paid on every batch. At most
+    16 variants exist, each traced once.
     """
     cfg = config
     lr = cfg.learning_rate
