@@ -1,17 +1,22 @@
-"""The learn/score protocol every streamrec model follows.
+"""The protocols streamrec models follow, and the values they exchange.
 
-One protocol serves the trainer consumer, the replay evaluator and the benchmarks (River's
-`reco.base` idea): ranking is derived from scoring, and nothing here knows about Kafka or Redis.
+`Recommender` is the learn/score contract every model follows (the in-process evaluator and
+the baselines; River's `reco.base` idea: ranking is derived from scoring). `StreamModel` is
+what the trainer consumer calls on its model: learning, the rows and matrices it writes out,
+checkpoints. Nothing here knows about Kafka or Redis, or imports TensorFlow.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from streamrec.model.config import ModelConfig
 
 FeatureValue = str | Sequence[str]
 Features = Mapping[str, FeatureValue]
@@ -88,3 +93,62 @@ class Recommender(Protocol):
     def item_vectors(self) -> ItemMatrix: ...
 
     def save(self, path: str | Path, metadata: Mapping[str, Any] | None = None) -> None: ...
+
+
+@runtime_checkable
+class PopularityScores(Protocol):
+    """The popularity a trainer writes out (`popularity.DecayedPopularity` fits it)."""
+
+    def segments(self) -> list[str]: ...
+
+    def log_scores(
+        self, items: Iterable[str] | None = None, segment: str | None = None
+    ) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class StreamModel(Protocol):
+    """What the trainer consumer calls on its model (`online.OnlineRecommender` fits it).
+
+    Restoring is the class's part: `restore` is called on the class, not on a model.
+    """
+
+    @property
+    def version(self) -> int: ...  # learn calls so far; stamps what is written out
+    @property
+    def n_items(self) -> int: ...
+    @property
+    def global_bias(self) -> float: ...
+    @property
+    def popularity(self) -> PopularityScores: ...
+
+    def warm_up(self) -> float: ...
+
+    def learn(self, events: Sequence[EventLike], *, touched: bool = True) -> LearnResult: ...
+
+    def set_user_features(self, user: str, features: Features | None) -> None: ...
+
+    def set_item_features(self, item: str, features: Features | None) -> None: ...
+
+    def user_vectors(self, users: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]: ...
+
+    def item_rows(self, items: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]: ...
+
+    def item_vectors(self) -> ItemMatrix: ...
+
+    def exclude_rows(self, exclude: Collection[str]) -> np.ndarray: ...
+
+    def user_segments(self, user: str) -> tuple[str, ...]: ...
+
+    def user_tokens(self, user: str) -> tuple[str, ...]: ...
+
+    def user_feature_vectors(
+        self, tokens: Iterable[str] | None = None
+    ) -> dict[str, np.ndarray]: ...
+
+    def save(self, path: str | Path, metadata: Mapping[str, Any] | None = None) -> None: ...
+
+    @classmethod
+    def restore(
+        cls, path: str | Path, config: ModelConfig | None = None
+    ) -> tuple[StreamModel, dict[str, Any]]: ...

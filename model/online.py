@@ -1,15 +1,16 @@
 """The online recommender: one compiled TensorFlow step per mini-batch of events.
 
 score(u, i) = b + b_u + b_i + <p_u, q_i>, with p_u = e(user id) + sum of e(user feature) and
-q_i = e(item id) + sum of e(item feature) (LightFM). Python does what must be per event (id and
-feature lookups, a few list comprehensions) and prepares index arrays with numpy; TensorFlow
-does the arithmetic in one traced function whose inputs have unknown sizes, so it is traced once
-per model, whatever the batch size and however far the tables grow (no padding needed).
+q_i = e(item id) + sum of e(item feature) (LightFM). `OnlineRecommender` owns the state and
+wires together modules of one job each:
 
-Serving rules: an id row that never appeared in an event (catalogue-only, or never trained) is
-random initialisation, not knowledge, so it contributes nothing to a served vector; the same
-holds for feature rows. A new item with known features is thus scored by its features alone,
-and a user with features but no history is served from them (`source="features"`).
+- `side`: one side's ids, features, tables and counts (`Side`, one for users, one for items);
+- `batch`: events to the packed arrays the step reads, with shared negatives and row scales;
+- `step`: the compiled TensorFlow step (towers, losses, optimiser), one per batch variant;
+- `serving`: served vectors, top-k lists, cold start (model, features, popularity);
+- `persistence`: what a checkpoint holds, and restoring it under new settings.
+
+The contract the trainer consumer relies on is `base.StreamModel`.
 """
 
 from __future__ import annotations
@@ -23,335 +24,36 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
-from streamrec.model import checkpoint, losses, towers
-from streamrec.model.base import (
-    CheckpointMismatch,
-    EventLike,
-    Features,
-    ItemMatrix,
-    LearnResult,
-)
+from streamrec.model import persistence, serving
+from streamrec.model import step as steps
+from streamrec.model.base import CheckpointMismatch, EventLike, Features, ItemMatrix, LearnResult
+from streamrec.model.batch import Attribute, EventWeights, StepKey, accidental_hits, pack
 from streamrec.model.config import ModelConfig
-from streamrec.model.ids import (
-    FeatureSpace,
-    IdMap,
-    decode_strings,
-    encode_strings,
-    feature_tokens,
-    grow_rows,
-    keep_rows,
-)
+from streamrec.model.ids import feature_tokens
+from streamrec.model.persistence import RESTORE_FIXED
 from streamrec.model.popularity import DecayedPopularity
-from streamrec.model.ranking import rank_lists, top_k_rows
 from streamrec.model.sampling import NegativeSampler
+from streamrec.model.serving import SOURCE_FEATURES, SOURCE_MODEL, SOURCE_POPULARITY
+from streamrec.model.side import PAD_MAX_WIDTH, Side
 from streamrec.model.tables import GrowingTable
 
+__all__ = [
+    "RESTORE_FIXED",
+    "SOURCE_FEATURES",
+    "SOURCE_MODEL",
+    "SOURCE_POPULARITY",
+    "CheckpointMismatch",
+    "OnlineRecommender",
+]
+
+# The names these had here before the split, for the unit tests that import them.
+_Side = Side
+_PAD_MAX_WIDTH = PAD_MAX_WIDTH
+_add_rows = serving.add_rows
+_accidental_hits = accidental_hits
+
 log = logging.getLogger(__name__)
-
-SOURCE_MODEL = "model"
-SOURCE_FEATURES = "features"
-SOURCE_POPULARITY = "popularity"
-
-_ADAGRAD_EPS = 1e-7  # Keras's Adagrad epsilon
-_SCORE_CHUNK = 8_000_000  # scores per block in batch scoring (32 MB of float32)
-
-_PAD_MAX_WIDTH = 64  # features per entity kept in _Side's padded matrix
-_N_INTS = 17  # index arrays packed into one tensor per step call (see `learn`)
-_N_FLOATS = 11
-_I32 = tf.TensorSpec([None], tf.int32)
-_F32 = tf.TensorSpec([None], tf.float32)
-
-
-def _add_rows(out: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
-    """`np.add.at(out, rows, values)`, the same sums in the same order, 3-4x faster.
-
-    Pass k adds every row's k-th value: within one pass no row repeats, so a plain
-    fancy-index `+=` is exact. (np.add.at took 20-40 ms of every item-matrix build at 20k
-    items with features, a build the trainer does after each batch.)
-    """
-    if rows.shape[0] == 0:
-        return
-    order = np.argsort(rows, kind="stable")
-    srt = rows[order]
-    first = np.flatnonzero(np.r_[True, srt[1:] != srt[:-1]])
-    rank = np.empty(rows.shape[0], np.int64)
-    rank[order] = np.arange(rows.shape[0]) - np.repeat(first, np.diff(np.r_[first, srt.shape[0]]))
-    for k in range(int(rank.max()) + 1):
-        take = np.flatnonzero(rank == k)
-        out[rows[take]] += values[take]
-
-
-# Settings a checkpoint's tables depend on: the shape of every table, which optimiser state
-# exists, what a hashed feature row means, and the time unit of the stored popularity.
-RESTORE_FIXED = ("dim", "optimizer", "feature_hash_buckets", "popularity_half_life_s")
-
-
-class _Attribute(Sequence[Any]):
-    """A lazy column of one attribute of the events: only the rows read cost anything."""
-
-    def __init__(self, events: Sequence[EventLike], name: str) -> None:
-        self._events = events
-        self._name = name
-
-    def __len__(self) -> int:
-        return len(self._events)
-
-    def __getitem__(self, j: Any) -> Any:
-        return getattr(self._events[j], self._name)
-
-
-_NONE = np.zeros(0, np.int64)
-
-
-def _accidental_hits(r_i: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(event, column) of every shared negative that is the event's own positive item.
-
-    One sort and two binary searches, O((B + N) log N), instead of comparing all B x N pairs
-    in the step (a pass over 4M pairs at B = 4096, N = 1024). Negatives may repeat.
-    """
-    if not r_i.shape[0] or not neg.shape[0]:
-        return _NONE, _NONE
-    order = np.argsort(neg, kind="stable")
-    sorted_neg = neg[order]
-    lo = np.searchsorted(sorted_neg, r_i, "left")
-    count = np.searchsorted(sorted_neg, r_i, "right") - lo
-    total = int(count.sum())
-    if not total:
-        return _NONE, _NONE
-    rows = np.repeat(np.arange(r_i.shape[0]), count)
-    # Each event's hits are order[lo : lo + count]: its start, plus the position in its run.
-    within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-    return rows, order[np.repeat(lo, count) + within]
-
-
-def _add_counts(counts: np.ndarray, rows: np.ndarray) -> None:
-    """counts[rows] += 1 per occurrence; bincount is several times faster than np.add.at."""
-    if rows.shape[0]:
-        add = np.bincount(rows)
-        counts[: add.shape[0]] += add
-
-
-class _TypeCodes(dict[str, int]):
-    """Event type -> code; unknown types are 0 and, unlike a defaultdict's, not inserted."""
-
-    def __missing__(self, key: str) -> int:
-        return 0
-
-
-class _Side:
-    """Everything one side (users or items) owns: ids, features, tables, counts."""
-
-    def __init__(self, name: str, config: ModelConfig) -> None:
-        acc = config.adagrad_initial_accumulator if config.optimizer == "adagrad" else None
-        self.name = name
-        self.ids = IdMap()
-        self.features = FeatureSpace(config.feature_hash_buckets)
-        self.tokens: dict[int, tuple[str, ...]] = {}  # row -> feature tokens (latest wins)
-        self.frows: dict[int, np.ndarray] = {}  # row -> feature table rows of those tokens
-        # The same as a padded [rows, width] matrix (-1 = none), for vectorised lookups of a
-        # batch's feature pairs; None once some entity has more than _PAD_MAX_WIDTH features.
-        self._fpad: np.ndarray | None = np.full((64, 1), -1, np.int32)
-        self.count = np.zeros(64, dtype=np.int64)  # events per id row
-        fcap = config.feature_hash_buckets or config.initial_capacity
-        self.ftrained = np.zeros(max(64, fcap), dtype=bool)  # feature row seen in an event
-        self.emb = GrowingTable(f"{name}_emb", config.dim, config.initial_capacity, acc)
-        self.bias = GrowingTable(f"{name}_bias", 0, config.initial_capacity, acc)
-        self.femb = GrowingTable(f"{name}_feat_emb", config.dim, fcap, acc)
-        self.n_init = 0  # id rows initialised
-        self.f_init = 0  # feature rows initialised (all buckets at once when hashing)
-        self._pairs: tuple[np.ndarray, np.ndarray] | None = None  # all (row, feature) pairs
-        # newest event time (ms) per id row, kept only when ids can be evicted
-        self.last_ts: np.ndarray | None = np.zeros(64, np.int64) if config.evict_after_s else None
-
-    @property
-    def tables(self) -> list[GrowingTable]:
-        return [self.emb, self.bias, self.femb]
-
-    def set_tokens(self, row: int, tokens: tuple[str, ...]) -> None:
-        if tokens:
-            if self.tokens.get(row) == tokens:
-                return
-            self.tokens[row] = tokens
-            fr = self.frows[row] = self.features.rows(tokens)
-            self._pad_set(row, fr)
-        elif row in self.tokens:
-            del self.tokens[row]
-            del self.frows[row]
-            self._pad_set(row, None)
-        else:
-            return
-        self._pairs = None
-
-    def clear_features(self) -> None:
-        self.tokens = {}
-        self.frows = {}
-        self._fpad = np.full((64, 1), -1, np.int32)
-        self._pairs = None
-
-    def _pad_set(self, row: int, fr: np.ndarray | None) -> None:
-        pad = self._fpad
-        if pad is None:
-            return
-        width = 0 if fr is None else fr.shape[0]
-        if width > _PAD_MAX_WIDTH:
-            self._fpad = None  # rare and wide: the dictionary serves from here on
-            return
-        if width > pad.shape[1]:
-            wider = np.full((pad.shape[0], max(width, 2 * pad.shape[1])), -1, np.int32)
-            wider[:, : pad.shape[1]] = pad
-            pad = wider
-        if row >= pad.shape[0]:
-            n_old = pad.shape[0]
-            pad = grow_rows(pad, row + 1)
-            pad[n_old:] = -1  # grow_rows fills with 0, which is a feature row
-        pad[row] = -1
-        if fr is not None:
-            pad[row, :width] = fr
-        self._fpad = pad
-
-    def feature_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(index into `rows`, feature row) of every feature of those entities, in order."""
-        if not self.frows:  # no entity has features
-            return _NONE, _NONE
-        pad = self._fpad
-        if pad is not None:
-            rows = np.asarray(rows, dtype=np.int64)
-            inside = rows < pad.shape[0]  # rows past the matrix have no features
-            if inside.all():
-                sub = pad[rows]
-            else:
-                sub = np.full((rows.shape[0], pad.shape[1]), -1, np.int32)
-                sub[inside] = pad[rows[inside]]
-            ents, cols = np.nonzero(sub >= 0)
-            return ents, sub[ents, cols].astype(np.int64)
-        get = self.frows.get
-        found = [(j, f) for j, f in enumerate(map(get, rows.tolist())) if f is not None]
-        if not found:
-            return _NONE, _NONE
-        counts = np.fromiter((f.shape[0] for _, f in found), np.int64, len(found))
-        ents = np.repeat(np.fromiter((j for j, _ in found), np.int64, len(found)), counts)
-        return ents, np.concatenate([f for _, f in found]).astype(np.int64)
-
-    def sync(self, rng: np.random.Generator, scale: float, now_ms: int = 0) -> bool:
-        """Initialise rows of ids and feature tokens that arrived since the last call; a new
-        id counts as seen at `now_ms` (the model's clock), so it is not evicted at once."""
-        changed = False
-        n = len(self.ids.ids)
-        if n > self.n_init:
-            rows = np.arange(self.n_init, n, dtype=np.int32)
-            self.emb.set_rows(rows, rng.standard_normal((rows.shape[0], self.emb.dim)) * scale)
-            self.bias.ensure(n)
-            self.count = grow_rows(self.count, n)
-            if self.last_ts is not None:
-                self.last_ts = grow_rows(self.last_ts, n)
-                self.last_ts[self.n_init : n] = now_ms
-            self.n_init = n
-            changed = True
-        f = self.features.n_rows
-        if f > self.f_init:
-            rows = np.arange(self.f_init, f, dtype=np.int32)
-            self.femb.set_rows(rows, rng.standard_normal((rows.shape[0], self.femb.dim)) * scale)
-            self.ftrained = grow_rows(self.ftrained, f)
-            self.f_init = f
-            changed = True
-        return changed
-
-    def keep(self, live: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Keep only the id rows `live` (ascending), renumbered 0..len(live)-1 in order.
-
-        Returns the old -> new row map (-1: evicted) and the evicted ids. Feature rows are
-        shared by many ids and stay.
-        """
-        n = self.n_init
-        remap = np.full(n, -1, np.int64)
-        remap[live] = np.arange(live.shape[0])
-        old_ids = self.ids.ids
-        evicted = [old_ids[r] for r in np.flatnonzero(remap < 0).tolist()]
-        self.ids = IdMap(old_ids[r] for r in live.tolist())
-        new_row = remap.tolist()
-        self.tokens = {new_row[r]: t for r, t in self.tokens.items() if new_row[r] >= 0}
-        self.frows = {new_row[r]: f for r, f in self.frows.items() if new_row[r] >= 0}
-        self._pairs = None
-        if self._fpad is not None:
-            pad = self._fpad
-            kept = np.full(pad.shape, -1, np.int32)
-            inside = np.flatnonzero(live < pad.shape[0])  # new rows of the live rows in pad
-            kept[inside] = pad[live[inside]]
-            self._fpad = kept
-        self.emb.keep_rows(live)
-        self.bias.keep_rows(live)
-        self.count = keep_rows(self.count, live)
-        assert self.last_ts is not None
-        self.last_ts = keep_rows(self.last_ts, live)
-        self.n_init = int(live.shape[0])
-        return remap, evicted
-
-    def batch_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(unique feature rows, pair entity index, pair feature index) for `rows`."""
-        ents, f_all = self.feature_pairs(rows)
-        if not f_all.shape[0]:
-            z = np.zeros(0, dtype=np.int32)
-            return z, z, z
-        f_set, f_idx = np.unique(f_all, return_inverse=True)
-        return f_set.astype(np.int32), ents.astype(np.int32), f_idx.astype(np.int32)
-
-    def all_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """(row, feature row) for every entity with features; cached until features change."""
-        if self._pairs is None:
-            if self.frows:
-                frs = list(self.frows.values())
-                counts = np.fromiter((fr.shape[0] for fr in frs), np.int64, len(frs))
-                rows = np.repeat(np.fromiter(self.frows, np.int64, len(frs)), counts)
-                feats = np.concatenate(frs).astype(np.int64)
-            else:
-                rows = feats = np.zeros(0, dtype=np.int64)
-            self._pairs = (rows, feats)
-        return self._pairs
-
-    def served(self, rows: np.ndarray, token_override: tuple[str, ...] | None = None) -> np.ndarray:
-        """Served vectors of `rows`: trained id rows plus trained feature rows."""
-        rows = np.asarray(rows, dtype=np.int64)
-        out = self.emb.get_rows(rows.astype(np.int32)) if rows.shape[0] else None
-        if out is None:
-            return np.zeros((0, self.emb.dim), dtype=np.float32)
-        out *= (self.count[rows] > 0)[:, None]
-        if token_override is not None:
-            fr = self.known_feature_rows(token_override)
-            n = rows.shape[0]
-            ents = np.repeat(np.arange(n, dtype=np.int64), fr.shape[0])
-            feats = np.tile(np.asarray(fr, np.int64), n)
-        else:
-            ents, feats = self.feature_pairs(rows)
-        self._add_features(out, ents, feats)
-        return out
-
-    def known_feature_rows(self, tokens: Sequence[str]) -> np.ndarray:
-        """Feature rows of tokens already known, without registering new ones."""
-        rows = self.features.known_rows(list(tokens))
-        return rows[rows >= 0]
-
-    def _add_features(self, out: np.ndarray, ents: np.ndarray, feats: np.ndarray) -> None:
-        if feats.shape[0] == 0:
-            return
-        keep = self.ftrained[feats]
-        if not keep.all():
-            ents, feats = ents[keep], feats[keep]
-            if feats.shape[0] == 0:
-                return
-        f_set, f_idx = np.unique(feats, return_inverse=True)
-        vals = self.femb.get_rows(f_set.astype(np.int32))
-        _add_rows(out, ents, vals[f_idx])
-
-    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
-        """Served vectors and biases of every row."""
-        n = len(self.ids.ids)
-        vecs = self.emb.head(n)
-        vecs *= (self.count[:n] > 0)[:, None]
-        rows, feats = self.all_pairs()
-        self._add_features(vecs, rows, feats)
-        return vecs, self.bias.head(n)
 
 
 class OnlineRecommender:
@@ -360,26 +62,21 @@ class OnlineRecommender:
     def __init__(self, config: ModelConfig | None = None) -> None:
         self.config = config = config or ModelConfig()
         self.rng = np.random.default_rng(config.seed)
-        self.users = _Side("user", config)
-        self.items = _Side("item", config)
+        self.users = Side("user", config)
+        self.items = Side("item", config)
         acc = config.adagrad_initial_accumulator if config.optimizer == "adagrad" else None
         self.gbias = GrowingTable("global_bias", 0, 1, acc)
         self.popularity = DecayedPopularity.from_config(config, items=self.items.ids)
         self.sampler = NegativeSampler(config.negative_buffer_size, config.negative_popularity_mix)
         self.version = 0
         self.skipped_nonfinite = 0  # batches whose update was skipped (non-finite loss/grads)
-        self._want_touched = True
         self._mutations = 0  # bumps on every state change; keys the item-matrix cache
         self._gbias: float | None = None  # cached global bias; None: read it again
         self._clock_ms = 0  # newest event time learned: the eviction clock
         self._evicted_at_ms = 0  # clock of the last eviction pass
         self._item_cache: tuple[int, np.ndarray, np.ndarray] | None = None
-        self._steps: dict[tuple[bool, bool, bool, bool], Any] = {}
-        # Code 0 is every type the config does not name (weight 0: ignored).
-        names = list(config.event_weights)
-        self._type_codes = _TypeCodes({t: j + 1 for j, t in enumerate(names)})
-        self._type_weights = np.asarray([0.0, *config.event_weights.values()], np.float64)
-        self._rating_code = names.index("rating") + 1 if "rating" in names else -1
+        self._steps: dict[StepKey, Any] = {}  # compiled step per variant (`_step`)
+        self._weights = EventWeights(config)
         self._sync()
 
     # --- properties --------------------------------------------------------------------------
@@ -407,7 +104,7 @@ class OnlineRecommender:
     @property
     def tracing_count(self) -> int:
         """Traces of the training step: one per batch-content variant used, never per batch."""
-        return sum(int(f.experimental_get_tracing_count()) for f in self._steps.values())
+        return steps.tracing_count(self._steps)
 
     # --- catalogue ---------------------------------------------------------------------------
 
@@ -449,7 +146,7 @@ class OnlineRecommender:
         is guarded on its own and the steps before a bad one stay applied.
 
         `touched=False` leaves LearnResult's id lists empty, for callers that track the ids
-        themselves (about a tenth of the Python time per event).
+        themselves (building them costs Python time per event).
         """
         users = [e.user for e in events]
         items = [e.item for e in events]
@@ -462,7 +159,7 @@ class OnlineRecommender:
             items,
             types,
             ts,
-            values=_Attribute(events, "value"),
+            values=Attribute(events, "value"),
             user_features=ufs,
             item_features=ifs,
             touched=touched,
@@ -487,7 +184,6 @@ class OnlineRecommender:
         (None: no rating has a value); `ts` (ms) only at positives, for popularity.
         """
         self.version += 1
-        self._want_touched = touched
         n = len(users)
         if not (len(items) == len(types) == len(ts) == n):
             raise ValueError("learn_columns: users, items, types and ts differ in length")
@@ -498,84 +194,18 @@ class OnlineRecommender:
         items = items if isinstance(items, list) else list(items)
         u_rows = self.users.ids.rows(users)
         i_rows = self.items.ids.rows(items)
-        self._remember_features(user_features, item_features, u_rows, i_rows)
+        self.users.remember(u_rows, user_features)
+        self.items.remember(i_rows, item_features)
         self._sync()
 
-        # Event type -> small code -> weight. A batch of one type (the usual case) needs no
-        # per-event lookup at all; otherwise one C-level pass over the types.
         types = types if isinstance(types, list) else list(types)
-        first = types[0]
-        if types.count(first) == n:
-            codes = np.full(n, self._type_codes[first], dtype=np.int32)
-        else:
-            codes = np.fromiter(map(self._type_codes.__getitem__, types), np.int32, n)
-        w = self._type_weights[codes]
-        w_rank = np.where(w > 0, w, 0.0)
-        w_pt = np.where(w < 0, -w, 0.0)
-        y_pt = np.zeros(n, dtype=np.float64)
-        rating_w = cfg.event_weights.get("rating", 0.0)
-        ratings = np.flatnonzero(codes == self._rating_code) if rating_w > 0 else ()
-        if len(ratings):
-            idx = np.asarray(ratings)
-            raw = [None if values is None else values[j] for j in idx.tolist()]
-            given = np.asarray([v is not None for v in raw])
-            vals = np.asarray([math.nan if v is None else v for v in raw], np.float64)
-            lo, hi = cfg.rating_negative_max, cfg.rating_positive_min
-            w_rank[idx] = np.where(given & (vals >= hi), rating_w, 0.0)
-            w_pt[idx] = np.where(given, rating_w, 0.0)
-            # A soft label between the two thresholds; a NaN value stays NaN and the batch is
-            # skipped as non-finite rather than silently learning from garbage.
-            with np.errstate(invalid="ignore"):
-                y_pt[idx] = np.where(given, np.clip((vals - lo) / (hi - lo), 0.0, 1.0), 0.0)
-
-        r = np.flatnonzero(w_rank > 0)
-        q = np.flatnonzero(w_pt > 0)
-        nr, nq = r.shape[0], q.shape[0]
-        if nr == 0 and nq == 0:
-            return self._result(n, math.nan, False, users, items, None)
-        if nr:
-            neg, neg_logq = self.sampler.sample(self.rng, cfg.negatives, self.n_items)
-        else:
-            neg, neg_logq = np.zeros(0, np.int32), np.zeros(0, np.float32)
-        u_set, u_inv = np.unique(np.concatenate([u_rows[r], u_rows[q]]), return_inverse=True)
-        i_set, i_inv = np.unique(np.concatenate([i_rows[r], i_rows[q], neg]), return_inverse=True)
-        r_i = i_inv[:nr]
-        cand: np.ndarray
-        r_cand: np.ndarray
-        cand_logq: np.ndarray
-        if cfg.loss == "softmax" and nr:
-            cand, r_cand, cand_count = np.unique(r_i, return_inverse=True, return_counts=True)
-            cand_logq = np.log(cand_count)
-        else:
-            cand = r_cand = cand_logq = np.zeros(0)
-        neg_cols = i_inv[nr + nq :]
-        hits = _accidental_hits(r_i, neg_cols) if cfg.loss == "bpr" else (_NONE, _NONE)
-        uf_set, uf_e, uf_f = self.users.batch_pairs(u_set)
-        if_set, if_e, if_f = self.items.batch_pairs(i_set)
-        ints = [
-            u_set, uf_set, uf_e, uf_f, i_set, if_set, if_e, if_f,
-            u_inv[:nr], r_i, neg_cols, cand, r_cand, u_inv[nr:], i_inv[nr : nr + nq],
-            *hits,
-        ]  # fmt: skip
-        floats = [w_rank[r], neg_logq, cand_logq, w_pt[q], y_pt[q], np.asarray([nr + nq])]
-        floats += self._row_scales(nr, nq, u_inv, i_inv, u_set, i_set, uf_set, uf_e, uf_f)
-        floats += self._row_scales_items(if_set, if_e, if_f)
-        step = self._step((nr > 0, nq > 0, uf_set.shape[0] > 0, if_set.shape[0] > 0))
-        packed = (
-            tf.constant(np.concatenate(ints).astype(np.int32)),
-            tf.constant(np.asarray([a.shape[0] for a in ints + floats], dtype=np.int32)),
-            tf.constant(np.concatenate(floats).astype(np.float32)),
-        )
-        total = 0.0
-        ok = True
-        for _ in range(cfg.steps_per_batch):
-            loss_t, ok_t = step(*packed)
-            if not bool(ok_t):
-                ok = False
-                break
-            total = float(loss_t)
+        weights = self._weights(types, values)
+        batch = pack(cfg, self.users, self.items, self.sampler, self.rng, u_rows, i_rows, weights)
+        if batch is None:
+            return self._result(n, math.nan, False, users, items, None, touched)
+        total, ok = steps.run(self._step(batch.key), batch, cfg.steps_per_batch)
         self._mutations += 1
-        if nq:
+        if batch.q.shape[0]:
             self._gbias = None
         if not ok:
             self.skipped_nonfinite += 1
@@ -586,27 +216,27 @@ class OnlineRecommender:
                 n,
                 self.skipped_nonfinite,
             )
-            return self._result(n, math.nan, True, users, items, None)
+            return self._result(n, math.nan, True, users, items, None, touched)
 
-        active = np.concatenate([r, q])
-        _add_counts(self.users.count, u_rows[active])
-        _add_counts(self.items.count, i_rows[active])
-        if uf_set.shape[0]:
-            self.users.ftrained[uf_set] = True
-        if if_set.shape[0]:
+        r = batch.r
+        active = np.concatenate([r, batch.q])
+        self.users.add_counts(u_rows[active])
+        self.items.add_counts(i_rows[active])
+        if batch.uf_set.shape[0]:
+            self.users.ftrained[batch.uf_set] = True
+        if batch.if_set.shape[0]:
             # Features of sampled negatives were only pushed down; they count as trained only
             # through an item that appeared in an event.
             f_set, _, _ = self.items.batch_pairs(np.unique(i_rows[active]))
             self.items.ftrained[f_set] = True
-        self._observe_popularity(ts, r, w_rank, u_rows, i_rows)
+        self._observe_popularity(ts, r, weights[0], u_rows, i_rows)
         self.sampler.observe(i_rows[r])
-        result = self._result(n, total / (nr + nq), False, users, items, neg)
+        result = self._result(n, total / active.shape[0], False, users, items, batch.neg, touched)
         if self.config.evict_after_s:
             ts_a = np.asarray(ts, dtype=np.int64)[active]
             self._clock_ms = max(self._clock_ms, int(ts_a.max()))
-            assert self.users.last_ts is not None and self.items.last_ts is not None
-            np.maximum.at(self.users.last_ts, u_rows[active], ts_a)
-            np.maximum.at(self.items.last_ts, i_rows[active], ts_a)
+            self.users.touch(u_rows[active], ts_a)
+            self.items.touch(i_rows[active], ts_a)
             evicted_users, evicted_items = self._maybe_evict()
             if evicted_users or evicted_items:
                 result = dataclasses.replace(
@@ -644,63 +274,6 @@ class OnlineRecommender:
             )
         return out[0], out[1]
 
-    def _row_scales(
-        self,
-        nr: int,
-        nq: int,
-        u_inv: np.ndarray,
-        i_inv: np.ndarray,
-        u_set: np.ndarray,
-        i_set: np.ndarray,
-        uf_set: np.ndarray,
-        uf_e: np.ndarray,
-        uf_f: np.ndarray,
-    ) -> list[np.ndarray]:
-        """Per-row gradient scales occurrences^-row_scaling (see ModelConfig.row_scaling),
-        times user_gradient_scale for user id rows."""
-        alpha = self.config.row_scaling
-        n_ev = nr + nq
-        u_occ = np.bincount(u_inv, minlength=u_set.shape[0]).astype(np.float64)
-        i_occ = np.bincount(i_inv[:n_ev], minlength=i_set.shape[0]).astype(np.float64)
-        n_neg = i_inv.shape[0] - n_ev
-        if n_neg:
-            # Every ranking event spreads 1/N over the N shared negatives.
-            i_occ += np.bincount(i_inv[n_ev:], minlength=i_set.shape[0]) * (nr / n_neg)
-        uf_occ = np.bincount(uf_f, weights=u_occ[uf_e], minlength=uf_set.shape[0])
-        self._i_occ = i_occ
-        u_scale = np.maximum(u_occ, 1.0) ** -alpha
-        if self.config.user_gradient_scale != 1.0:
-            u_scale = u_scale * self.config.user_gradient_scale
-        return [
-            u_scale,
-            np.maximum(i_occ, 1.0) ** -alpha,
-            np.maximum(uf_occ, 1.0) ** -alpha,
-            np.asarray([max(nq, 1) ** -alpha]),
-        ]
-
-    def _row_scales_items(
-        self, if_set: np.ndarray, if_e: np.ndarray, if_f: np.ndarray
-    ) -> list[np.ndarray]:
-        occ = np.bincount(if_f, weights=self._i_occ[if_e], minlength=if_set.shape[0])
-        return [np.maximum(occ, 1.0) ** -self.config.row_scaling]
-
-    def _remember_features(
-        self,
-        ufs: Sequence[Features | None] | None,
-        ifs: Sequence[Features | None] | None,
-        u_rows: np.ndarray,
-        i_rows: np.ndarray,
-    ) -> None:
-        """Features carried by events replace the stored ones (latest wins)."""
-        for side, feats, rows in ((self.users, ufs, u_rows), (self.items, ifs, i_rows)):
-            if feats is None:
-                continue
-            feats = feats if isinstance(feats, list) else list(feats)
-            if feats.count(None) != len(feats):
-                for j, f in enumerate(feats):
-                    if f is not None:
-                        side.set_tokens(int(rows[j]), feature_tokens(f))
-
     def _observe_popularity(
         self,
         ts: Sequence[int] | np.ndarray,
@@ -733,13 +306,14 @@ class OnlineRecommender:
         users: list[str],
         items: list[str],
         neg: np.ndarray | None,
+        touched: bool,
     ) -> LearnResult:
         """Touched ids in first-seen order; touched items include the sampled negatives.
 
         Built from the batch's own strings (hot in cache) rather than by indexing the id
-        lists with rows: that costs a cache miss per id, a millisecond per 4096 events.
+        lists with rows, which costs a cache miss per id.
         """
-        if not self._want_touched:
+        if not touched:
             return LearnResult(n, loss, skipped, [], [], self.version)
         touched_items = dict.fromkeys(items)
         if neg is not None and neg.shape[0]:
@@ -749,173 +323,27 @@ class OnlineRecommender:
             n, loss, skipped, list(dict.fromkeys(users)), list(touched_items), self.version
         )
 
-    def _step(self, key: tuple[bool, bool, bool, bool]) -> Any:
+    def _step(self, key: StepKey) -> Any:
+        """The compiled step of this batch variant, compiled on first use."""
         step = self._steps.get(key)
         if step is None:
-            t0 = time.perf_counter()
-            step = self._steps[key] = self._build_step(*key)
-            # Run once on an empty batch: the first call of a graph pays TF's graph
-            # optimisation (as long again as the trace), which belongs here, not in a batch.
-            ints = tf.zeros([0], tf.int32)
-            sizes = np.zeros(_N_INTS + _N_FLOATS, np.int32)
-            sizes[_N_INTS + 5] = sizes[_N_INTS + 9] = 1  # n_active and the global-bias scale
-            # The loss of no events is 0 and every gradient is 0 (the global bias has no
-            # weight decay), so an Adagrad or SGD update leaves every value as it was.
-            step(ints, tf.constant(sizes), tf.constant([0.0, 1.0], tf.float32))
-            log.debug("learn step %s compiled in %.0f ms", key, (time.perf_counter() - t0) * 1e3)
+            step = self._steps[key] = steps.compile_step(
+                self.config, self.users, self.items, self.gbias, key
+            )
         return step
 
     def warm_up(self) -> float:
         """Compile, before the first batch, every step variant a stream is likely to need.
 
-        A variant is compiled when a batch first needs it, which costs that batch 0.3 to
-        0.5 s: the trainer's freshness tail at 5k events/s was made of these. Warmed: ranking
-        events with and without user and item features, and with explicit feedback when the
-        config weighs any (ratings, dislikes). Returns the seconds spent.
+        Otherwise a variant is compiled when a batch first needs it, and that batch waits
+        (`step.warm_keys` lists the variants). Returns the seconds spent.
         """
         t0 = time.perf_counter()
-        weights = self.config.event_weights
-        explicit = min(weights.values()) < 0 or weights.get("rating", 0.0) > 0
-        for has_pt in (False, True) if explicit else (False,):
-            for has_uf in (False, True):
-                for has_if in (False, True):
-                    self._step((True, has_pt, has_uf, has_if))
+        for key in steps.warm_keys(self.config):
+            self._step(key)
         return time.perf_counter() - t0
 
-    def _build_step(self, has_rank: bool, has_pt: bool, has_uf: bool, has_if: bool) -> Any:
-        """The compiled step for one combination of batch contents.
-
-        Parts a batch does not have (features, explicit feedback) are left out of the graph
-        rather than fed empty tensors: every op costs a fixed few microseconds, which matters at
-        a few milliseconds per batch. At most 16 variants exist, each traced once.
-        """
-        cfg = self.config
-        users, items, gbias = self.users, self.items, self.gbias
-        lr = cfg.learning_rate
-        l2 = cfg.l2
-        clip = cfg.clip_norm
-        adagrad = cfg.optimizer == "adagrad"
-        softmax = cfg.loss == "softmax"
-        scaled = cfg.row_scaling > 0 or cfg.user_gradient_scale != 1.0
-
-        def apply(table: GrowingTable, idx: tf.Tensor, g: tf.Tensor) -> Any:
-            if adagrad:
-                assert table.acc is not None
-                table.acc.scatter_add(tf.IndexedSlices(g * g, idx))
-                a = tf.gather(table.acc, idx)
-                step = lr * g / (tf.sqrt(a) + _ADAGRAD_EPS)
-                return table.var.scatter_sub(tf.IndexedSlices(step, idx))
-            return table.var.scatter_sub(tf.IndexedSlices(lr * g, idx))
-
-        signature = [_I32, _I32, _F32]
-
-        # autograph off: the step is plain graph code (tf.cond above), and tracing without the
-        # source transformation is several times faster, which every new variant pays once.
-        @tf.function(input_signature=signature, autograph=False)
-        def step(ints: tf.Tensor, sizes: tf.Tensor, floats: tf.Tensor) -> tuple[Any, Any]:
-            (
-                u_set, uf_set, uf_e, uf_f, i_set, if_set, if_e, if_f,
-                r_u, r_i, neg, cand, r_cand, p_u, p_i, hit_b, hit_j,
-            ) = tf.split(ints, sizes[:_N_INTS], num=_N_INTS)  # fmt: skip
-            (
-                r_w, neg_logq, cand_logq, p_w, p_y, n_active,
-                s_u, s_i, s_uf, s_b0, s_if,
-            ) = tf.split(floats, sizes[_N_INTS:], num=_N_FLOATS)  # fmt: skip
-            row_scale = {"eu": s_u, "bu": s_u, "ei": s_i, "bi": s_i, "fu": s_uf, "fi": s_if}
-            row_scale["b0"] = s_b0
-            zero = tf.zeros([1], tf.int32)
-            slots: dict[str, tuple[GrowingTable, tf.Tensor]] = {
-                "eu": (users.emb, u_set),
-                "ei": (items.emb, i_set),
-                "bi": (items.bias, i_set),
-            }
-            if has_uf:
-                slots["fu"] = (users.femb, uf_set)
-            if has_if:
-                slots["fi"] = (items.femb, if_set)
-            if has_pt:
-                slots["bu"] = (users.bias, u_set)
-                slots["b0"] = (gbias, zero)
-            names = list(slots)
-            params = [tf.gather(table.var, idx) for table, idx in slots.values()]
-            with tf.GradientTape() as tape:
-                tape.watch(params)
-                x = dict(zip(names, params, strict=True))
-                p = towers.embed(x["eu"], x["fu"], uf_e, uf_f) if has_uf else x["eu"]
-                qv = towers.embed(x["ei"], x["fi"], if_e, if_f) if has_if else x["ei"]
-                bi = x["bi"]
-                loss = tf.constant(0.0)
-                if has_rank:
-                    pr = tf.gather(p, r_u)
-                    neg_q = tf.gather(qv, neg)
-                    neg_b = tf.gather(bi, neg)
-                    if softmax:
-                        not_hit = tf.cast(neg[None, :] != r_i[:, None], tf.float32)
-                        negs = tf.matmul(pr, neg_q, transpose_b=True) + neg_b[None, :]
-                        cq = tf.gather(qv, cand)
-                        in_batch = tf.matmul(pr, cq, transpose_b=True) + tf.gather(bi, cand)[None]
-                        mask = tf.concat([tf.ones_like(in_batch), not_hit], axis=1)
-                        loss += losses.sampled_softmax(
-                            tf.concat([in_batch, negs], axis=1),
-                            r_cand,
-                            tf.concat([cand_logq, neg_logq], axis=0),
-                            r_w,
-                            mask,
-                        )
-                    else:
-                        pos = tf.reduce_sum(pr * tf.gather(qv, r_i), axis=1) + tf.gather(bi, r_i)
-                        loss += losses.bpr_shared(pr, pos, neg_q, neg_b, r_w, hit_b, hit_j)
-                if has_pt:
-                    scores = (
-                        x["b0"][0]
-                        + tf.gather(x["bu"], p_u)
-                        + tf.gather(bi, p_i)
-                        + tf.reduce_sum(tf.gather(p, p_u) * tf.gather(qv, p_i), axis=1)
-                    )
-                    loss += losses.pointwise(scores, p_y, p_w)
-            grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            # Gradients of gathers over the batch's own (small) unique-row sets may come back
-            # as IndexedSlices; densify those, never the tables'.
-            grads = [tf.convert_to_tensor(g) for g in grads]
-            ok = tf.math.is_finite(loss)
-            for g in grads:
-                ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(g)))
-            if scaled:
-                grads = [
-                    g * (row_scale[n][:, None] if g.shape.rank == 2 else row_scale[n])
-                    for n, g in zip(names, grads, strict=True)
-                ]
-            if clip > 0:
-                norm = tf.linalg.global_norm(grads)
-                limit = clip * tf.sqrt(tf.maximum(n_active[0], 1.0))
-                scale = tf.minimum(1.0, limit / tf.maximum(norm, 1e-30))
-                grads = [g * scale for g in grads]
-            if l2 > 0:
-                # Lazy weight decay: only rows in the batch, as a sparse model must; the
-                # global bias is not decayed.
-                grads = [
-                    g if name == "b0" else g + l2 * v
-                    for name, g, v in zip(names, grads, params, strict=True)
-                ]
-
-            def update() -> tf.Tensor:
-                ops = [
-                    apply(table, idx, g)
-                    for (table, idx), g in zip(slots.values(), grads, strict=True)
-                ]
-                with tf.control_dependencies(ops):
-                    return tf.constant(True)
-
-            # Nothing at all is applied unless the loss and every gradient are finite.
-            applied = tf.cond(ok, update, lambda: tf.constant(False))
-            return loss, applied
-
-        # Every variant is traced exactly once (fixed signature), but all share this code
-        # object, so TF's "frequent retracing" heuristic would warn about a non-problem.
-        step._omit_frequent_tracing_warning = True
-        return step
-
-    # --- serving -----------------------------------------------------------------------------
+    # --- serving (rules in `serving`) --------------------------------------------------------
 
     def user_vector(self, user: str) -> tuple[np.ndarray, float] | None:
         """The served user vector p_u and bias b_u; None for an unknown user."""
@@ -923,34 +351,24 @@ class OnlineRecommender:
         row = self.users.ids.row(user)
         if row < 0:
             return None
-        vec = self.users.served(np.asarray([row]))[0]
+        vec = serving.served(self.users, np.asarray([row]))[0]
         bias = float(self.users.bias.get_rows(np.asarray([row], np.int32))[0])
         return vec.astype(np.float32), bias
 
     def user_vectors(self, users: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(known users, vectors float32 [n, dim], biases float32 [n]) in one gather.
 
-        What the trainer writes after every batch: one `user_vector` call per user costs a TF
-        round trip each (about 1 ms), this one costs one for the whole batch.
+        What the trainer writes after every batch: one TF round trip for the whole batch
+        instead of one per `user_vector` call.
         """
-        return self._served(self.users, users)
+        self._sync()
+        return serving.served_rows(self.users, users, self.dim)
 
     def item_rows(self, items: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """`user_vectors` for items: the rows a batch touched, without rebuilding the matrix
-        (at 20k items the full matrix cost the trainer 7 % of its time at 2k events/s)."""
-        return self._served(self.items, items)
-
-    def _served(
-        self, side: _Side, names: Sequence[str]
-    ) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """`user_vectors` for items: the rows a batch touched, without rebuilding the whole
+        item matrix."""
         self._sync()
-        rows = [(u, r) for u, r in zip(names, map(side.ids.row, names), strict=True) if r >= 0]
-        if not rows:
-            return [], np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
-        idx = np.asarray([r for _, r in rows], dtype=np.int64)
-        vecs = side.served(idx).astype(np.float32)
-        biases = np.asarray(side.bias.get_rows(idx.astype(np.int32)), dtype=np.float32)
-        return [u for u, _ in rows], vecs, biases.reshape(-1)
+        return serving.served_rows(self.items, items, self.dim)
 
     def user_segments(self, user: str) -> tuple[str, ...]:
         """The popularity segments ("country=DE") a user belongs to, from their features."""
@@ -972,44 +390,23 @@ class OnlineRecommender:
         out (their rows are random initialisation). `tokens` None: every trained token.
         """
         self._sync()
-        side = self.users
-        names = list(side.features.tokens.ids if tokens is None else tokens)
-        rows = side.features.known_rows(names).tolist()
-        trained = side.ftrained
-        pairs = [(t, r) for t, r in zip(names, rows, strict=True) if r >= 0 and trained[r]]
-        if not pairs:
-            return {}
-        vecs = side.femb.get_rows(np.asarray([r for _, r in pairs], dtype=np.int32))
-        return {t: vecs[j] for j, (t, _) in enumerate(pairs)}
+        return serving.feature_vectors(self.users, tokens)
 
     def item_vectors(self) -> ItemMatrix:
         vecs, biases = self._item_matrix()
-        # The cached arrays themselves, read-only: no 25 MB copy per call at 100k items.
+        # The cached arrays themselves, read-only: no copy of the whole matrix per call.
         return ItemMatrix(list(self.items.ids.ids), vecs, biases)
 
     def _item_matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """Served vectors and biases of every item, rebuilt only after the model changed."""
         self._sync()
         cache = self._item_cache
         if cache is None or cache[0] != self._mutations:
-            vecs, biases = self.items.matrix()
+            vecs, biases = serving.matrix(self.items)
             vecs.flags.writeable = False
             biases.flags.writeable = False
             cache = self._item_cache = (self._mutations, vecs, biases)
         return cache[1], cache[2]
-
-    def _exclude_rows(self, exclude: Collection[str]) -> np.ndarray:
-        row = self.items.ids.row
-        rows = [r for r in map(row, exclude) if r >= 0]
-        return np.asarray(rows, dtype=np.int64)
-
-    def _rank(self, p: np.ndarray, exclude: Collection[str], k: int) -> list[tuple[str, float]]:
-        vecs, biases = self._item_matrix()
-        scores = p[None, :] @ vecs.T + biases[None, :]
-        if exclude:
-            scores[0, self._exclude_rows(exclude)] = -np.inf
-        ids = self.items.ids.ids
-        row = scores[0]
-        return [(ids[j], float(row[j])) for j in top_k_rows(scores, k, ids)[0]]
 
     def recommend_with_source(
         self,
@@ -1027,37 +424,16 @@ class OnlineRecommender:
         not remembered.
         """
         self._sync()
-        if k <= 0:
-            return [], SOURCE_MODEL
-        side = self.users
-        row = side.ids.row(user)
-        tokens = (
-            feature_tokens(user_features) if user_features is not None else side.tokens.get(row, ())
+        return serving.recommend_with_source(
+            self.users,
+            self.items,
+            self.popularity,
+            self._item_matrix,
+            user,
+            k,
+            exclude,
+            user_features,
         )
-        override = tokens if user_features is not None else None
-        if row >= 0 and side.count[row] > 0:
-            p = side.served(np.asarray([row]), override)[0]
-            return self._rank(p, exclude, k), SOURCE_MODEL
-        frows = side.known_feature_rows(tokens)
-        if frows.shape[0] and side.ftrained[frows].any():
-            p = np.zeros((1, self.dim), dtype=np.float32)
-            side._add_features(p, np.zeros(frows.shape[0], np.int64), frows.astype(np.int64))
-            return self._rank(p[0], exclude, k), SOURCE_FEATURES
-        return self._popular(tokens, k, exclude), SOURCE_POPULARITY
-
-    def _popular(
-        self, tokens: Sequence[str], k: int, exclude: Collection[str]
-    ) -> list[tuple[str, float]]:
-        pop = self.popularity
-        seg = pop.best_segment(tokens) if tokens else None
-        out = pop.top(k, segment=seg, exclude=exclude) if seg is not None else []
-        if len(out) < k:
-            # Fill a thin segment from global popularity; its scores stay below the segment's
-            # list only in order, not in value, so renumber nothing and just append.
-            have = {i for i, _ in out}
-            more = pop.top(k - len(out), exclude=set(exclude) | have)
-            out.extend(more)
-        return out
 
     def recommend(
         self,
@@ -1076,34 +452,15 @@ class OnlineRecommender:
     ) -> dict[str, list[tuple[str, float]]]:
         """Batch scoring: one matrix product per block of known users."""
         self._sync()
-        exclude = exclude or {}
-        out: dict[str, list[tuple[str, float]]] = {}
-        side = self.users
-        known: list[str] = []
-        rows: list[int] = []
-        for u in users:
-            row = side.ids.row(u)
-            if row >= 0 and side.count[row] > 0:
-                if u not in out:
-                    known.append(u)
-                    rows.append(row)
-                    out[u] = []
-            else:
-                out[u] = self.recommend(u, k, exclude.get(u, ()))
-        if not known or k <= 0:
-            return out
-        vecs, biases = self._item_matrix()
-        p = side.served(np.asarray(rows))
-        excl = [self._exclude_rows(exclude[u]) if exclude.get(u) else None for u in known]
-        lists = rank_lists(p, vecs, biases, self.items.ids.ids, excl, k, _SCORE_CHUNK)
-        out.update(zip(known, lists, strict=True))
-        return out
+        return serving.recommend_many(
+            self.users, self.items, self.popularity, self._item_matrix, users, k, exclude or {}
+        )
 
     def exclude_rows(self, exclude: Collection[str]) -> np.ndarray:
         """Item rows (in `item_vectors()` order) of the given ids that the model knows."""
-        return self._exclude_rows(exclude)
+        return serving.exclude_rows(self.items.ids, exclude)
 
-    # --- persistence -------------------------------------------------------------------------
+    # --- persistence (in `persistence`) ------------------------------------------------------
 
     def save(self, path: str | Path, metadata: Mapping[str, Any] | None = None) -> None:
         """Everything needed to continue training bit for bit, written atomically.
@@ -1111,53 +468,7 @@ class OnlineRecommender:
         `metadata` must be JSON-serialisable (the consumer stores Kafka offsets there).
         """
         self._sync()
-        arrays: dict[str, np.ndarray] = {}
-        capacities: dict[str, int] = {}
-        for side in (self.users, self.items):
-            s = side.name
-            n, f = side.n_init, side.f_init
-            for table, rows in ((side.emb, n), (side.bias, n), (side.femb, f)):
-                arrays[table.name] = table.head(rows)
-                acc = table.head_acc(rows)
-                if acc is not None:
-                    arrays[f"{table.name}_acc"] = acc
-                capacities[table.name] = table.capacity
-            arrays[f"{s}_ids_blob"], arrays[f"{s}_ids_off"] = encode_strings(side.ids.ids)
-            blob, off = encode_strings(side.features.tokens.ids)
-            arrays[f"{s}_tokens_blob"], arrays[f"{s}_tokens_off"] = blob, off
-            token_row = side.features.tokens.row
-            ent = np.fromiter(side.tokens.keys(), np.int64, len(side.tokens))
-            lens = np.fromiter((len(t) for t in side.tokens.values()), np.int64, len(side.tokens))
-            indptr = np.zeros(len(side.tokens) + 1, dtype=np.int64)
-            np.cumsum(lens, out=indptr[1:])
-            toks = [token_row(t) for ts in side.tokens.values() for t in ts]
-            arrays[f"{s}_feat_entities"] = ent
-            arrays[f"{s}_feat_indptr"] = indptr
-            arrays[f"{s}_feat_tokens"] = np.asarray(toks, dtype=np.int64)
-            arrays[f"{s}_count"] = side.count[:n].copy()
-            arrays[f"{s}_ftrained"] = side.ftrained[:f].copy()
-            if side.last_ts is not None:
-                arrays[f"{s}_last_ts"] = side.last_ts[:n].copy()
-        arrays["global_bias"] = self.gbias.head(1)
-        gacc = self.gbias.head_acc(1)
-        if gacc is not None:
-            arrays["global_bias_acc"] = gacc
-        pop_arrays, pop_info = self.popularity.state()
-        arrays.update(pop_arrays)
-        neg_arrays, neg_info = self.sampler.state()
-        arrays.update(neg_arrays)
-        info = {
-            "config": dataclasses.asdict(self.config),
-            "version": self.version,
-            "skipped_nonfinite": self.skipped_nonfinite,
-            "rng": self.rng.bit_generator.state,
-            "capacities": capacities,
-            "popularity": pop_info,
-            "sampler": neg_info,
-            "evict": {"clock_ms": self._clock_ms, "evicted_at_ms": self._evicted_at_ms},
-            "metadata": dict(metadata or {}),
-        }
-        checkpoint.write(path, arrays, info)
+        persistence.save(self, path, metadata)
 
     @classmethod
     def restore(
@@ -1170,82 +481,4 @@ class OnlineRecommender:
         ones that shape what was learned (RESTORE_FIXED): a difference there raises
         CheckpointMismatch naming them, rather than silently keep the saved ones.
         """
-        arrays, info = checkpoint.read(path)
-        saved = dict(info["config"])
-        # Checkpoints from before user_gradient_scale existed were trained without it (1.0):
-        # continue them as they were trained, not with today's default.
-        saved.setdefault("user_gradient_scale", 1.0)
-        saved_config = ModelConfig(**saved)
-        if config is not None:
-            fixed = [
-                f"{name}: saved {getattr(saved_config, name)!r}, "
-                f"configured {getattr(config, name)!r}"
-                for name in RESTORE_FIXED
-                if getattr(saved_config, name) != getattr(config, name)
-            ]
-            if fixed:
-                raise CheckpointMismatch(
-                    f"checkpoint {Path(path).name} cannot continue with these settings "
-                    f"({'; '.join(fixed)}): set them back, or start from an empty checkpoint "
-                    "folder (a new model)"
-                )
-            changed = {
-                f.name: (getattr(saved_config, f.name), getattr(config, f.name))
-                for f in dataclasses.fields(ModelConfig)
-                if getattr(saved_config, f.name) != getattr(config, f.name)
-            }
-            if changed:
-                log.info(
-                    "checkpoint %s continues with changed settings: %s",
-                    Path(path).name,
-                    ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()),
-                )
-        config = saved_config if config is None else config
-        # Build without drawing hashed-feature rows twice: a fresh model draws them from the
-        # seed, then everything, RNG included, is overwritten by the saved state.
-        model = cls(config)
-        for side in (model.users, model.items):
-            s = side.name
-            side.ids = IdMap(decode_strings(arrays[f"{s}_ids_blob"], arrays[f"{s}_ids_off"]))
-            side.features.tokens = IdMap(
-                decode_strings(arrays[f"{s}_tokens_blob"], arrays[f"{s}_tokens_off"])
-            )
-            names = side.features.tokens.ids
-            indptr = arrays[f"{s}_feat_indptr"].tolist()
-            toks = arrays[f"{s}_feat_tokens"].tolist()
-            side.clear_features()
-            for j, ent in enumerate(arrays[f"{s}_feat_entities"].tolist()):
-                tokens = tuple(names[t] for t in toks[indptr[j] : indptr[j + 1]])
-                side.set_tokens(ent, tokens)
-            for table in side.tables:
-                table.load(
-                    arrays[table.name],
-                    arrays.get(f"{table.name}_acc"),
-                    info["capacities"][table.name],
-                )
-            side.n_init = len(side.ids.ids)
-            side.f_init = arrays[side.femb.name].shape[0]
-            side.count = grow_rows(arrays[f"{s}_count"].astype(np.int64), side.n_init)
-            side.ftrained = grow_rows(arrays[f"{s}_ftrained"].astype(bool), side.f_init)
-            side._pairs = None
-        # Checkpoints from before eviction existed hold no clock: popularity's is the same
-        # (the newest positive's time); ids without a saved time count as seen at it.
-        evict = info.get("evict", {})
-        model._clock_ms = int(evict.get("clock_ms", info["popularity"].get("now_ms") or 0))
-        model._evicted_at_ms = int(evict.get("evicted_at_ms", model._clock_ms))
-        for side in (model.users, model.items):
-            if side.last_ts is not None:
-                saved_ts = arrays.get(f"{side.name}_last_ts")
-                if saved_ts is None:
-                    saved_ts = np.full(side.n_init, model._clock_ms, np.int64)
-                side.last_ts = grow_rows(saved_ts.astype(np.int64), max(64, side.n_init))
-        model.gbias.load(arrays["global_bias"], arrays.get("global_bias_acc"), 1)
-        model._gbias = None
-        model.popularity.items = model.items.ids
-        model.popularity.load_state(arrays, info["popularity"])
-        model.sampler.load_state(arrays, info["sampler"])
-        model.rng.bit_generator.state = info["rng"]
-        model.version = int(info["version"])
-        model.skipped_nonfinite = int(info["skipped_nonfinite"])
-        model._mutations += 1
-        return model, dict(info["metadata"])
+        return persistence.restore(cls, path, config)
