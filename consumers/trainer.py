@@ -23,22 +23,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamrec.consumers.catalogue import BadCatalogueRecord, CatalogueReader
 from streamrec.consumers.config import Config
-from streamrec.consumers.lease import Lease
+from streamrec.consumers.lease import Lease, StandDown
 from streamrec.consumers.lifecycle import ACTIVE, STANDBY, STARTING, STOPPING, Lifecycle
 from streamrec.consumers.metrics import TrainerMetrics
+from streamrec.consumers.outage import SHUTDOWN_RESERVE_S, Outage
 from streamrec.consumers.ranker import Ranker, RankJob
 from streamrec.model.base import CheckpointMismatch, ItemMatrix
 from streamrec.streaming import kafka_io
@@ -55,7 +52,6 @@ from streamrec.streaming.store import (
 from streamrec.streaming.undecodable import GuardedPoll, Undecodable
 
 log = logging.getLogger("streamrec.trainer")
-_T = TypeVar("_T")
 
 
 def configure_tensorflow(threads: int) -> None:
@@ -101,10 +97,6 @@ class _PendingWrite:
     ends: dict[str, int]  # offsets to commit to Kafka once it lands
     newest: dict[str, int]  # user -> record timestamp (ms) of their newest event in it
     submitted: float  # perf_counter
-
-
-class _StandDown(Exception):
-    """This trainer is no longer the group's writer: stop consuming, go back to standby."""
 
 
 class Trainer:
@@ -182,7 +174,7 @@ class Trainer:
         self._undecodable: list[Undecodable] = []
         self.producer: KafkaProducer | None = None
         self.catalogue: CatalogueReader | None = None
-        self.outage = _Outage(self.life)
+        self.outage = Outage(self.life, self.lease.lost, cfg.redis)
         self._announced_ready = False  # the "ready" line, once per time this trainer leads
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -220,7 +212,7 @@ class Trainer:
                     break
                 try:
                     self._active()
-                except _StandDown as e:
+                except StandDown as e:
                     if self._stop.is_set():
                         log.warning("%s; the next trainer reads on from the offsets Redis holds", e)
                     else:
@@ -266,9 +258,9 @@ class Trainer:
         return False
 
     def _active(self) -> None:
-        """Restore, subscribe, train; returns on stop, raises _StandDown on losing the lead."""
+        """Restore, subscribe, train; returns on stop, raises StandDown on losing the lead."""
         assert self.catalogue is not None
-        self.stored_offsets = self._redis(self.store.read_offsets)
+        self.stored_offsets = self.outage.redis(self.store.read_offsets)
         self._restore(self.stored_offsets)
         # Each variant of the learn step compiles when a batch first needs it, a stall of
         # 0.3-0.5 s in the stream (the freshness tail at 5k events/s): compile them now.
@@ -281,7 +273,7 @@ class Trainer:
         # Collect the young often and the old rarely: see _GC_THRESHOLDS.
         gc.set_threshold(*_GC_THRESHOLDS)
         # lists a previous trainer left due (it may have been killed before refreshing them)
-        self.recs_due = dict.fromkeys(self._redis(self.store.read_recs_due))
+        self.recs_due = dict.fromkeys(self.outage.redis(self.store.read_recs_due))
         # Features first: learning a batch before its items' features are known would give
         # those items id-only updates and recommend catalogue items too late.
         if not self.catalogue.caught_up.wait(timeout=60):
@@ -413,7 +405,7 @@ class Trainer:
     def _final_checkpoint(self) -> None:
         if not self._events_since_ckpt or self._unwritten:
             return
-        if self._stop.is_set() and self.life.remaining_s() < _SHUTDOWN_RESERVE_S:
+        if self._stop.is_set() and self.life.remaining_s() < SHUTDOWN_RESERVE_S:
             # only a head start for the next trainer: it re-learns from the last checkpoint
             log.info("no final checkpoint: the stop's grace period is nearly spent")
             return
@@ -427,7 +419,7 @@ class Trainer:
         self.flush_writes()
         self._assignments += 1
         self._owned.update(assigned)
-        self.stored_offsets = self._redis(self.store.read_offsets)
+        self.stored_offsets = self.outage.redis(self.store.read_offsets)
         for tp in assigned:
             f = offset_field(tp.topic, tp.partition)
             if f in self.model_offsets:
@@ -456,44 +448,6 @@ class Trainer:
         if revoked:
             log.info("revoked %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
-    # -- outages -----------------------------------------------------------------------------
-
-    def _redis(self, fn: Callable[[], _T]) -> _T:
-        """Call Redis until it answers: an outage pauses the trainer, it never drops a batch.
-
-        redis-py's Retry already retries each command with backoff; this only decides to keep
-        waiting (and logs once per state change) after those retries are spent.
-        """
-        return self._until_available("Redis", fn, (RedisConnectionError, RedisTimeoutError))
-
-    def _kafka(self, fn: Callable[[], _T]) -> _T:
-        return self._until_available("Kafka", fn, (KafkaError,))
-
-    def _until_available(
-        self, what: str, fn: Callable[[], _T], errors: tuple[type[BaseException], ...]
-    ) -> _T:
-        backoff = ExponentialWithJitterBackoff(
-            cap=self.cfg.redis.backoff_cap_ms / 1000, base=self.cfg.redis.backoff_base_ms / 1000
-        )
-        failures = 0
-        while True:
-            if self.lease.lost.is_set():
-                raise _StandDown("another trainer holds the lease")
-            try:
-                out = fn()
-                self.outage.up(what)
-                return out
-            except errors as e:
-                self.outage.down(what, e)
-                failures += 1
-            if self._stop.is_set() and self.life.remaining_s() < _SHUTDOWN_RESERVE_S:
-                # Asked to stop during an outage, and the stop's grace period is half spent.
-                # Nothing is lost: Redis's offsets did not move, so these records are read
-                # again next time.
-                raise _StandDown(f"stopping while {what} is unavailable, as asked")
-            self.life.beat()
-            time.sleep(backoff.compute(failures))
-
     # -- the loop ----------------------------------------------------------------------------
 
     def _loop(self) -> None:
@@ -507,7 +461,7 @@ class Trainer:
         while not self._stop.is_set():
             self.life.beat()
             if self.lease.lost.is_set():
-                raise _StandDown("another trainer holds the lease")
+                raise StandDown("another trainer holds the lease")
             self._reap_write()
             now = time.monotonic()
             timeout_ms = kcfg.poll_timeout_ms
@@ -530,7 +484,7 @@ class Trainer:
                 max_records=tcfg.batch_max_events - len(batch),
             )
             assignments = self._assignments
-            polled, bad = self._kafka(poll)
+            polled, bad = self.outage.kafka(poll)
             self._phase("poll", t_poll)
             if bad is not None:
                 self._skipped(bad)
@@ -618,7 +572,7 @@ class Trainer:
         cat = self._apply_catalogue(dead)
         if dead:
             # acknowledged by the broker before the Redis transaction: never lost
-            self._kafka(
+            self.outage.kafka(
                 lambda: kafka_io.send_dead_letters(producer, kcfg.dlq_topic, kcfg.group_id, dead)
             )
             for d in dead:
@@ -843,7 +797,9 @@ class Trainer:
             if cached is not None:
                 cached.add_all(item for item, _ in new_seen[u])
         assert self._writer is not None
-        future = self._writer.submit(self._redis, functools.partial(self.store.write_batch, batch))
+        future = self._writer.submit(
+            self.outage.redis, functools.partial(self.store.write_batch, batch)
+        )
         self._pending = _PendingWrite(future, ends, newest, time.perf_counter())
         # what Redis holds once it lands: the next batch fences on it, and skips re-learned
         # events below it
@@ -860,7 +816,7 @@ class Trainer:
         try:
             p.future.result()
         except FenceLost as e:
-            raise _StandDown(str(e)) from e
+            raise StandDown(str(e)) from e
         self._phase("redis wait", t0)
         now = time.perf_counter()
         self.metrics.redis_write_seconds.observe(now - p.submitted)
@@ -977,7 +933,7 @@ class Trainer:
         self.ranker.hurry()
         budget = _DRAIN_RECS_S
         if self._stop.is_set():
-            budget = min(budget, self.life.remaining_s() - _SHUTDOWN_RESERVE_S)
+            budget = min(budget, self.life.remaining_s() - SHUTDOWN_RESERVE_S)
         deadline = time.monotonic() + budget
         while self._caught_up() and time.monotonic() < deadline:
             if self._lists_work():
@@ -1034,7 +990,7 @@ class Trainer:
         if not users:
             return
         limit = max(self.cfg.trainer.seen_max, 1)
-        for u, items in self._redis(lambda: self.store.read_seen(users)).items():
+        for u, items in self.outage.redis(lambda: self.store.read_seen(users)).items():
             self.seen[u] = _Seen(limit, items)
         for u in users:
             if u not in self.seen:
@@ -1176,9 +1132,6 @@ class _Seen(dict[str, None]):
 
 
 _DRAIN_RECS_S = 5.0  # at shutdown, refresh due lists for at most this long
-# Of a stop's grace period, what the steps after the loop need (consumer close, lease,
-# clients): lists, outage retries and the final checkpoint leave this much untouched.
-_SHUTDOWN_RESERVE_S = 4.0
 # Collector thresholds (Python's default is 700, 10, 10). Full passes walk the trainer's
 # growing maps (ids, seen sets): 25-45 ms every 3 s at the default, so generation 2 waits for
 # 2.5 million net allocations, not 70,000. The young generation must stay small: kafka-python
@@ -1202,26 +1155,6 @@ def _commit_done(offsets: Any, result: Any) -> None:
 def _checkpoints(folder: Path) -> list[Path]:
     """Complete checkpoints, oldest first (names sort by time)."""
     return sorted(p for p in folder.glob("ckpt-*") if "tmp" not in p.name)
-
-
-class _Outage:
-    """Logs an unavailable dependency once when it goes down and once when it is back."""
-
-    def __init__(self, life: Lifecycle) -> None:
-        self.since: dict[str, float] = {}
-        self.life = life
-
-    def down(self, what: str, err: BaseException) -> None:
-        if what not in self.since:
-            self.since[what] = time.monotonic()
-            log.warning("%s unavailable (%s): pausing, nothing is dropped", what, err)
-            self.life.outage(what, f"{type(err).__name__}: {err}")
-
-    def up(self, what: str) -> None:
-        since = self.since.pop(what, None)
-        if since is not None:
-            log.info("%s is back after %.1f s: resuming", what, time.monotonic() - since)
-            self.life.outage(what, None)
 
 
 def _safe(name: str) -> str:
