@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.structs import OffsetAndMetadata
+from kafka import KafkaProducer, TopicPartition
 from redis.exceptions import RedisError
 
 from streamrec.consumers.catalogue import BadCatalogueRecord, CatalogueReader
@@ -40,6 +39,7 @@ from streamrec.consumers.ranker import Ranker, RankJob
 from streamrec.model.base import CheckpointMismatch, ItemMatrix
 from streamrec.streaming import kafka_io
 from streamrec.streaming.events import Event, EventRules, Rejected, parse
+from streamrec.streaming.group import GroupConsumer
 from streamrec.streaming.keys import Keys, matrix_interval, offset_field
 from streamrec.streaming.store import (
     BatchWrite,
@@ -49,7 +49,7 @@ from streamrec.streaming.store import (
     UserRow,
     connect,
 )
-from streamrec.streaming.undecodable import GuardedPoll, Undecodable
+from streamrec.streaming.undecodable import Undecodable
 
 log = logging.getLogger("streamrec.trainer")
 
@@ -78,17 +78,6 @@ class TrainerStats:
 
     def rate(self) -> float:
         return self.events / max(time.monotonic() - self.started_at, 1e-9)
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, trainer: Trainer):
-        self.trainer = trainer
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self.trainer.on_revoked(list(revoked))
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self.trainer.on_assigned(list(assigned))
 
 
 @dataclass
@@ -163,12 +152,14 @@ class Trainer:
         self._matrix_written_at: float | None = None
         self._matrix_dirty = False
         self._rank_matrix: tuple[float, ItemMatrix] | None = None  # (built at, snapshot)
-        self._unassigned_since: float | None = None
-        self._owned: set[TopicPartition] = set()  # partitions the callbacks gave us
-        self._assignments = 0  # on_assigned calls: an open batch is void after one
-        self._last_commit: dict[TopicPartition, OffsetAndMetadata] = {}
-        self.consumer: KafkaConsumer | None = None
-        self._guard: GuardedPoll | None = None
+        self.group = GroupConsumer(
+            cfg.kafka,
+            on_assigned=self.on_assigned,
+            on_revoked=self.on_revoked,
+            before_rebalance=self.flush_writes,
+            on_rejoin=self.metrics.rejoins.inc,
+            log=log,
+        )
         # batches skipped as undecodable since the last processed batch: dead-lettered and
         # counted as consumed with it (streaming/undecodable.py)
         self._undecodable: list[Undecodable] = []
@@ -280,7 +271,7 @@ class Trainer:
             log.warning("catalogue not read to its end after 60 s: starting anyway")
         k = self.cfg.kafka
         self._announced_ready = False
-        self._subscribe()
+        self.group.subscribe()
         log.info("trainer active: group %s, topic %s", k.group_id, k.events_topic)
         self._loop()
         self.life.enter(STOPPING, "writing the last batch and lists")
@@ -296,46 +287,6 @@ class Trainer:
             )
         self._final_checkpoint()
 
-    def _subscribe(self) -> None:
-        k = self.cfg.kafka
-        self.consumer = kafka_io.make_consumer(k, k.group_id)
-        # Metadata first: a group join before the consumer knows the topic's partitions gets
-        # an empty assignment ("No partition metadata"), and kafka-python may not rejoin.
-        deadline = time.monotonic() + 60
-        while self.consumer.partitions_for_topic(k.events_topic) is None:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no metadata for topic {k.events_topic} after 60 s")
-            time.sleep(0.1)
-        self._owned = set()
-        self._guard = GuardedPoll(self.consumer)
-        self.consumer.subscribe([k.events_topic], listener=_Rebalance(self))
-        _await_group_metadata(self.consumer, k.events_topic)
-        self._unassigned_since = time.monotonic()
-
-    def _check_assignment(self) -> None:
-        """kafka-python 3.0.12 can end a rebalance with nothing assigned and never rejoin
-        (seen here after a revoke right after the first assignment on a fresh broker). The
-        leader of the group with no partitions for two sessions rejoins with a new consumer."""
-        assert self.consumer is not None
-        # Our own record of the callbacks, not consumer.assignment(): after a revoke that
-        # kafka-python never follows with a rejoin, it still lists the revoked partitions.
-        if self._owned:
-            self._unassigned_since = None
-            return
-        now = time.monotonic()
-        if self._unassigned_since is None:
-            self._unassigned_since = now
-            return
-        limit = 2 * self.cfg.kafka.session_timeout_ms / 1000
-        if now - self._unassigned_since > limit:
-            log.warning("no partitions assigned for %.0f s: rejoining the group", limit)
-            self.metrics.rejoins.inc()
-            try:
-                self.consumer.close()
-            except Exception as e:  # the old member expires by itself
-                log.warning("closing the stuck consumer: %s", e)
-            self._subscribe()
-
     def _leave(self) -> None:
         # Each step waits at most what is left of a stop's grace period (the whole of it,
         # 8 s by default, when no stop was asked for): a shutdown must end within it.
@@ -343,20 +294,7 @@ class Trainer:
             with contextlib.suppress(Exception):
                 self._pending.future.result(timeout=self.life.remaining_s())
             self._pending = None
-        if self.consumer is not None:
-            try:
-                if self._last_commit:  # the asynchronous commits may still be in flight
-                    budget_ms = int(min(2.0, self.life.remaining_s() / 3) * 1000)
-                    self.consumer.commit(self._last_commit, timeout_ms=budget_ms)
-            except Exception as e:  # lag monitoring only
-                log.warning("final Kafka commit failed (harmless): %s", e)
-            try:
-                budget_ms = int(min(5.0, self.life.remaining_s() / 2) * 1000)
-                self.consumer.close(autocommit=False, timeout_ms=budget_ms)
-            except Exception as e:  # leaving the group is best effort; the session expires
-                log.warning("closing the consumer: %s", e)
-            self.consumer = None
-            self._guard = None
+        self.group.close(self.life.remaining_s)
         self.lease.release()
 
     def _restore(self, stored: dict[str, int]) -> None:
@@ -414,33 +352,26 @@ class Trainer:
     # -- rebalance ---------------------------------------------------------------------------
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
-        """Seek to what the model has learned; learn forward to what Redis holds, quietly."""
-        assert self.consumer is not None
-        self.flush_writes()
-        self._assignments += 1
-        self._owned.update(assigned)
+        """Seek to what the model has learned; learn forward to what Redis holds, quietly.
+        (The group consumer has written the batch in flight and counted the partitions.)"""
         self.stored_offsets = self.outage.redis(self.store.read_offsets)
         for tp in assigned:
             f = offset_field(tp.topic, tp.partition)
-            if f in self.model_offsets:
-                self.consumer.seek(tp, self.model_offsets[f])
-            else:
-                self.consumer.seek_to_beginning(tp)
+            self.group.seek(tp, self.model_offsets.get(f))
         log.info(
             "assigned %s; model at %s; Redis holds %s",
             sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
             self.model_offsets,
             self.stored_offsets,
         )
-        owned = sorted(f"{tp.topic}:{tp.partition}" for tp in self._owned)
+        owned = sorted(f"{tp.topic}:{tp.partition}" for tp in self.group.owned)
         self.life.enter(ACTIVE, f"consuming {', '.join(owned)}")
         if not self._announced_ready:
             self._announced_ready = True
             log.info("ready: consuming %s as group %s", owned, self.cfg.kafka.group_id)
 
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
-        self.flush_writes()  # what we learned from them reaches Redis before they go
-        self._owned.difference_update(revoked)
+        """(The group consumer has written what we learned from them before they go.)"""
         gone = {offset_field(tp.topic, tp.partition) for tp in revoked}
         for f in gone:
             self._lag.pop(f, None)
@@ -451,7 +382,6 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        assert self.consumer is not None
         tcfg, kcfg = self.cfg.trainer, self.cfg.kafka
         batch: list[Any] = []
         batch_started = 0.0
@@ -472,30 +402,27 @@ class Trainer:
             if batch:
                 remaining = tcfg.batch_max_wait_ms - (now - batch_started) * 1000
                 timeout_ms = max(1, min(timeout_ms, int(remaining)))
-            if _rebalance_pending(self.consumer):
-                timeout_ms = max(timeout_ms, _REBALANCE_POLL_MS)
             t_poll = time.perf_counter()
             # A broker restart can surface here (the coordinator lookup): pause, then poll
             # again; a poll that raises has returned nothing, so nothing is skipped.
-            assert self._guard is not None
             poll = functools.partial(
-                self._guard.poll,
+                self.group.poll,
                 timeout_ms=timeout_ms,
                 max_records=tcfg.batch_max_events - len(batch),
             )
-            assignments = self._assignments
+            assignments = self.group.assignments
             polled, bad = self.outage.kafka(poll)
             self._phase("poll", t_poll)
             if bad is not None:
                 self._skipped(bad)
-            if self._assignments != assignments and batch:
+            if self.group.assignments != assignments and batch:
                 # The rebalance sought every partition to what the model has learned: records
                 # polled before it and not learned yet come again (seen: one batch holding
                 # each record twice). What this poll returned was read after the seeks.
                 log.info("rebalance: %d records not yet learned are read again", len(batch))
                 batch = []
             if not polled and not batch:
-                self._check_assignment()
+                self.group.check_assignment()
             now = time.monotonic()
             if polled and not batch:
                 batch_started = _arrival(polled, now, time.time() * 1000, listened_at)
@@ -539,7 +466,7 @@ class Trainer:
                 )
             idle_ms = (now - last_record) * 1000
             idle = tcfg.stop_when_idle_ms and not batch and idle_ms >= tcfg.stop_when_idle_ms
-            if idle and self.consumer.assignment():
+            if idle and self.group.assignment():
                 log.info("no new events for %.1f s: stopping", idle_ms / 1000)
                 self.stop()
         if batch:
@@ -548,7 +475,7 @@ class Trainer:
 
     def process(self, records: Sequence[Any]) -> None:
         """Parse, dead-letter, learn, write, commit: one batch, in that order."""
-        assert self.producer is not None and self.consumer is not None
+        assert self.producer is not None and self.group.consumer is not None
         producer = self.producer
         t0 = time.perf_counter()
         kcfg = self.cfg.kafka
@@ -978,13 +905,9 @@ class Trainer:
         return {t: v for t, v in vecs.items() if np.isfinite(v).all()}
 
     def _update_lag(self, ends: dict[str, int]) -> None:
-        assert self.consumer is not None
-        for f, off in ends.items():
-            topic, _, part = f.rpartition(":")
-            high = self.consumer.highwater(TopicPartition(topic, int(part)))
-            if high is not None:
-                self._lag[f] = max(0, high - off)
-                self.metrics.lag.labels(part).set(self._lag[f])
+        for f, behind in self.group.lag(ends).items():
+            self._lag[f] = behind
+            self.metrics.lag.labels(f.rpartition(":")[2]).set(behind)
 
     def _load_seen(self, users: list[str]) -> None:
         if not users:
@@ -998,19 +921,10 @@ class Trainer:
 
     def _commit(self, ends: dict[str, int]) -> None:
         """Kafka's committed offsets are for lag monitoring only: a failure is harmless."""
-        assert self.consumer is not None
-        offsets = {}
-        for f, off in ends.items():
-            topic, _, part = f.rpartition(":")
-            offsets[TopicPartition(topic, int(part))] = OffsetAndMetadata(off, "", -1)
-        if not offsets:
+        if not ends:
             return
         t0 = time.perf_counter()
-        self._last_commit = offsets
-        try:  # asynchronous: a synchronous commit waited one broker round trip per batch
-            self.consumer.commit_async(offsets, callback=_commit_done)
-        except Exception as e:  # a rebalance in progress, a broker blip: lag lags, no loss
-            log.warning("Kafka commit failed (harmless, Redis holds the offsets): %s", e)
+        self.group.commit(ends)
         self._phase("commit", t0)
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -1038,32 +952,6 @@ class Trainer:
         return path
 
 
-_REBALANCE_POLL_MS = 5000
-
-
-def _rebalance_pending(consumer: KafkaConsumer) -> bool:
-    """Whether the next poll will rebalance the group (kafka-python 3.0.12 internals).
-
-    That poll must be given time to finish the JoinGroup/SyncGroup round trips: when its
-    timeout expires between them, the leader has already recorded its assignment, so the
-    next poll sees nothing to rejoin and the assignment is never applied; the consumer then
-    holds no partitions forever (seen here: a metadata refresh ~1 s after the first join
-    triggers such a rebalance, and a 10 ms batch-closing poll lost it every time).
-    """
-    coordinator = getattr(consumer, "_coordinator", None)
-    need_rejoin = getattr(coordinator, "need_rejoin", None)
-    stable = getattr(coordinator, "stable", None)
-    if need_rejoin is None or stable is None:
-        return False
-    try:
-        # Not stable: a poll began the rejoin (the metadata change came in during it) and its
-        # round trips are still running; a short poll now would lose them as above (seen:
-        # 20 s without partitions at a 10 ms batch wait).
-        return bool(need_rejoin()) or not stable()
-    except Exception:  # internals changed: rely on the _check_assignment watchdog
-        return False
-
-
 def event_rules(cfg: Config) -> EventRules:
     """What the trainer accepts as an event under `cfg`."""
     return EventRules(
@@ -1089,29 +977,6 @@ def _arrival(
     oldest = min((recs[0].timestamp for recs in polled.values() if recs), default=wall_ms)
     age_s = max(0.0, (wall_ms - oldest) / 1000)
     return max(since, now - age_s)
-
-
-def _await_group_metadata(consumer: KafkaConsumer, topic: str, timeout_s: float = 10) -> None:
-    """Let kafka-python 3.0.12's group metadata see the topic before the first join.
-
-    Its snapshot of the subscribed topics' partitions starts empty and is filled by the next
-    metadata response. A join before that records an empty snapshot with the assignment; the
-    response then differs from it and forces a second rebalance a second later. That one is
-    the dangerous one: begun inside a short batch-closing poll, it can end with no partitions
-    for two session timeouts (seen at a 20 ms batch wait, one run in three). Waiting here for
-    the snapshot (about 0.1 s) removes that rebalance.
-    """
-    coordinator = getattr(consumer, "_coordinator", None)
-    cluster = getattr(coordinator, "_cluster", None)
-    if cluster is None or not hasattr(cluster, "request_update"):
-        return  # internals changed: the _check_assignment watchdog still covers a stall
-    cluster.request_update()
-    deadline = time.monotonic() + timeout_s
-    while not getattr(coordinator, "_metadata_snapshot", {}).get(topic):
-        if time.monotonic() > deadline:
-            log.warning("no group metadata for %s after %.0f s: joining anyway", topic, timeout_s)
-            return
-        time.sleep(0.01)
 
 
 class _Seen(dict[str, None]):
@@ -1145,11 +1010,6 @@ _GC_THRESHOLDS = (5_000, 10, 50)
 # writes their lists) for shorter stretches: at 5k events/s, freshness p99 was 68-75 ms with
 # 128, 81-85 with 256 and 88-119 with 512, for 106k, 104k and 115k lists ranked a minute.
 _RANK_JOB_USERS = 128
-
-
-def _commit_done(offsets: Any, result: Any) -> None:
-    if isinstance(result, Exception):
-        log.warning("Kafka commit failed (harmless, Redis holds the offsets): %s", result)
 
 
 def _checkpoints(folder: Path) -> list[Path]:
