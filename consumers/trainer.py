@@ -14,7 +14,6 @@ import gc
 import itertools
 import logging
 import os
-import shutil
 import socket
 import time
 import uuid
@@ -30,6 +29,7 @@ from kafka import KafkaProducer, TopicPartition
 from redis.exceptions import RedisError
 
 from streamrec.consumers.catalogue import BadCatalogueRecord, CatalogueReader
+from streamrec.consumers.checkpoints import Checkpoints, folder_for
 from streamrec.consumers.config import Config
 from streamrec.consumers.lease import Lease, StandDown
 from streamrec.consumers.lifecycle import ACTIVE, STANDBY, STARTING, STOPPING, Lifecycle
@@ -110,9 +110,10 @@ class Trainer:
         self.redis = connect(cfg.redis)
         self.store = RedisStore(self.redis, self.keys, cfg.kafka.group_id)
         self.rules = event_rules(cfg)
-        self.ckpt_dir = Path(cfg.trainer.checkpoint_dir) / _safe(
-            cfg.redis.prefix + cfg.kafka.group_id
+        self.ckpt_dir = folder_for(
+            cfg.trainer.checkpoint_dir, cfg.redis.prefix + cfg.kafka.group_id
         )
+        self.checkpoints = Checkpoints(self.ckpt_dir, cfg.trainer)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = Lease(
             self.redis,
@@ -146,8 +147,6 @@ class Trainer:
         # batch (the script's time in Redis was a fifth of the trainer's); one at a time
         self._writer: ThreadPoolExecutor | None = None
         self._pending: _PendingWrite | None = None
-        self._events_since_ckpt = 0
-        self._last_ckpt = time.monotonic()
         self._unwritten = False  # the model learned a batch Redis has not received
         self._matrix_written_at: float | None = None
         self._matrix_dirty = False
@@ -298,11 +297,7 @@ class Trainer:
         self.lease.release()
 
     def _restore(self, stored: dict[str, int]) -> None:
-        """The newest checkpoint at or before the offsets Redis holds, else a new model.
-
-        A checkpoint past the stored offsets (Redis lost its last writes) would make the model
-        skip events Redis never saw; an older one is caught up by re-learning quietly.
-        """
+        """The newest checkpoint at or before the offsets Redis holds, else a new model."""
         configure_tensorflow(self.cfg.trainer.tf_threads)
         from streamrec.model.online import OnlineRecommender
 
@@ -313,41 +308,27 @@ class Trainer:
         self._matrix_written_at = None
         self._matrix_dirty = False
         self.user_counts = Counter()
-        self._events_since_ckpt = 0
+        self.checkpoints.events_since = 0
         self._unwritten = False
         if self._given_model is not None:
             self.model, self._given_model = self._given_model, None
             self.model_offsets = {}
             return
-        for path in reversed(_checkpoints(self.ckpt_dir)):
-            try:
-                # today's settings apply; one the saved tables depend on must not change
-                model, meta = OnlineRecommender.restore(path, self.cfg.model)
-            except CheckpointMismatch:
-                raise
-            except Exception as e:  # a damaged checkpoint: try the one before
-                log.warning("cannot restore %s: %s", path.name, e)
-                continue
-            offsets = {k: int(v) for k, v in meta.get("offsets", {}).items()}
-            if all(off <= stored.get(f, 0) for f, off in offsets.items()):
-                self.model = model
-                self.model_offsets = offsets
-                self.user_counts.update({k: int(v) for k, v in meta.get("counts", {}).items()})
-                log.info("restored checkpoint %s (offsets %s)", path.name, offsets)
-                return
-            log.info("checkpoint %s is past the offsets Redis holds: older one", path.name)
+        restored = self.checkpoints.newest_usable(
+            stored, lambda path: OnlineRecommender.restore(path, self.cfg.model)
+        )
+        if restored is not None:
+            self.model = restored.model
+            self.model_offsets = restored.offsets
+            self.user_counts.update(restored.counts)
+            return
         log.info("no usable checkpoint in %s: starting a new model", self.ckpt_dir)
         self.model = OnlineRecommender(self.cfg.model)
         self.model_offsets = {}
 
     def _final_checkpoint(self) -> None:
-        if not self._events_since_ckpt or self._unwritten:
-            return
-        if self._stop.is_set() and self.life.remaining_s() < SHUTDOWN_RESERVE_S:
-            # only a head start for the next trainer: it re-learns from the last checkpoint
-            log.info("no final checkpoint: the stop's grace period is nearly spent")
-            return
-        self.checkpoint()
+        if self.checkpoints.final_due(self._unwritten, self.life):
+            self.checkpoint()
 
     # -- rebalance ---------------------------------------------------------------------------
 
@@ -540,8 +521,9 @@ class Trainer:
         self.stats.events += len(good)
         self.stats.dead_letters += len(dead)
         self.stats.batches += 1
-        self._events_since_ckpt += len(records)
-        self._maybe_checkpoint()
+        self.checkpoints.events_since += len(records)
+        if self.checkpoints.due():
+            self.checkpoint()
         self.metrics.events.inc(len(good))
         self.metrics.batches.inc()
         self.metrics.batch_size.observe(len(records))
@@ -927,29 +909,8 @@ class Trainer:
         self.group.commit(ends)
         self._phase("commit", t0)
 
-    # -- checkpoints -------------------------------------------------------------------------
-
-    def _maybe_checkpoint(self) -> None:
-        t = self.cfg.trainer
-        if (
-            self._events_since_ckpt >= t.checkpoint_every_events
-            or time.monotonic() - self._last_ckpt >= t.checkpoint_every_s
-        ):
-            self.checkpoint()
-
     def checkpoint(self) -> Path:
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        path = self.ckpt_dir / f"ckpt-{int(time.time() * 1000):015d}"
-        self.model.save(
-            path, metadata={"offsets": dict(self.model_offsets), "counts": dict(self.user_counts)}
-        )
-        # keep a few: after Redis loses its last writes the newest may be past its offsets
-        for old in _checkpoints(self.ckpt_dir)[: -self.cfg.trainer.checkpoint_keep]:
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
-        self._events_since_ckpt = 0
-        self._last_ckpt = time.monotonic()
-        log.info("checkpoint %s (offsets %s)", path.name, self.model_offsets)
-        return path
+        return self.checkpoints.save(self.model, self.model_offsets, self.user_counts)
 
 
 def event_rules(cfg: Config) -> EventRules:
@@ -1010,15 +971,6 @@ _GC_THRESHOLDS = (5_000, 10, 50)
 # writes their lists) for shorter stretches: at 5k events/s, freshness p99 was 68-75 ms with
 # 128, 81-85 with 256 and 88-119 with 512, for 106k, 104k and 115k lists ranked a minute.
 _RANK_JOB_USERS = 128
-
-
-def _checkpoints(folder: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (names sort by time)."""
-    return sorted(p for p in folder.glob("ckpt-*") if "tmp" not in p.name)
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def main(cfg: Config | None = None, life: Lifecycle | None = None) -> int:
