@@ -28,6 +28,7 @@ import numpy as np
 from kafka import KafkaProducer, TopicPartition
 from redis.exceptions import RedisError
 
+from streamrec.consumers import batch_write
 from streamrec.consumers.catalogue import BadCatalogueRecord, CatalogueReader
 from streamrec.consumers.checkpoints import Checkpoints, folder_for
 from streamrec.consumers.config import Config
@@ -42,11 +43,8 @@ from streamrec.streaming.events import Event, EventRules, Rejected, parse
 from streamrec.streaming.group import GroupConsumer
 from streamrec.streaming.keys import Keys, matrix_interval, offset_field
 from streamrec.streaming.store import (
-    BatchWrite,
     FenceLost,
-    ItemRow,
     RedisStore,
-    UserRow,
     connect,
 )
 from streamrec.streaming.undecodable import Undecodable
@@ -563,8 +561,7 @@ class Trainer:
         )
 
     def _matrix_interval_ms(self) -> float:
-        nbytes = self.model.n_items * (self.cfg.model.dim + 1) * 4
-        return matrix_interval(self.cfg.trainer.matrix_every_ms, nbytes)
+        return batch_write.matrix_interval_ms(self.model.n_items, self.cfg)
 
     def _phase(self, name: str, since: float) -> None:
         self.stats.phase_seconds[name] += time.perf_counter() - since
@@ -593,18 +590,11 @@ class Trainer:
         catalogue: dict[tuple[str, str], Any],
         force_matrix: bool = False,
     ) -> None:
-        tcfg = self.cfg.trainer
-        last: dict[str, tuple[Any, Event]] = {}
-        new_seen: dict[str, list[tuple[str, int]]] = defaultdict(list)
-        for r, e in fresh:
-            last[e.user] = (r, e)
-            new_seen[e.user].append((e.item, e.ts))
         evicted_users, evicted_items = self._evicted_users, self._evicted_items
         self._evicted_users, self._evicted_items = [], []
         gone_users, gone_items = set(evicted_users), set(evicted_items)
-        # a user can be evicted by the batch that has their event (a later event in it moved
-        # the clock on by more than evict_after_s): nothing of theirs is written
-        users = [u for u in last if u not in gone_users] if gone_users else list(last)
+        by = batch_write.by_user(fresh, gone_users)
+        users = by.users
         t_seen = time.perf_counter()
         for u in users:
             self.recs_due.setdefault(u)
@@ -612,90 +602,33 @@ class Trainer:
         t_recs = time.perf_counter()
         recs, recs_version = self._finished_lists()
         if evicted_users or evicted_items:  # lists ranked before the eviction
-            recs = {
-                u: [(i, sc) for i, sc in lst if i not in gone_items]
-                for u, lst in recs.items()
-                if u not in gone_users
-            }
-        ranked = list(recs)
+            recs = batch_write.drop_evicted(recs, gone_users, gone_items)
         self._phase("recommend", t_recs)
         t_rows = time.perf_counter()
-        known, vecs, biases = self.model.user_vectors(users)
-        if not (np.isfinite(vecs).all() and np.isfinite(biases).all()):
-            raise RuntimeError("the model produced non-finite user vectors: a bug, not input")
-        rows: list[UserRow] = []
-        for j, u in enumerate(known):
-            _, e = last[u]
-            rows.append(
-                UserRow(
-                    user=u,
-                    vec=vecs[j],
-                    bias=float(biases[j]),
-                    recs=recs.pop(u, None),
-                    seen=new_seen[u],
-                    # each event adds at most one item: fewer events than the bound, nothing
-                    # to trim (a ZREMRANGEBYRANK per user saved)
-                    trim=self.user_counts[u] > tcfg.seen_max,
-                    count=self.user_counts[u],
-                    features=e.user_features,
-                )
-            )
-        touched_items = {e.item for _, e in fresh} | {i for kind, i in catalogue if kind == "item"}
-        # The full matrix is the big write (n_items x dim floats): at most every
-        # _matrix_interval_ms, and whenever the catalogue changed. Item rows go out every batch.
-        now = time.monotonic()
-        write_matrix = (
-            force_matrix
-            or catalogue
-            or bool(evicted_items)
-            or self._matrix_written_at is None
-            or (now - self._matrix_written_at) * 1000 >= self._matrix_interval_ms()
-        )
-        if write_matrix:
-            self._matrix_written_at = now
-        self._matrix_dirty = not write_matrix and (
-            self._matrix_dirty or bool(fresh) or bool(catalogue)
-        )
-        item_ids, item_vecs, item_biases = self.model.item_rows(sorted(touched_items))
-        items = [
-            ItemRow(item, item_vecs[j], float(item_biases[j])) for j, item in enumerate(item_ids)
-        ]
-        matrix = self.model.item_vectors() if write_matrix else None
-        popularity = self._popularity(fresh)
-        feature_vectors = self._feature_vectors(users)
-        self._phase("rows", t_rows)
-        # A write without events (a deferred refresh, a matrix) is fenced on every stored
-        # offset unchanged, so a deposed trainer cannot overwrite its successor's lists.
-        fence = ends or self.stored_offsets
-        batch = BatchWrite(
-            expected_offsets={f: self.stored_offsets.get(f) for f in fence},
-            new_offsets={f: max(fence[f], self.stored_offsets.get(f, 0)) for f in fence},
+        out = batch_write.assemble(
+            cfg=self.cfg,
+            model=self.model,
+            fresh=fresh,
+            by=by,
+            ends=ends,
+            stored=self.stored_offsets,
             version=version,
-            users=rows,
-            items=items,
-            matrix=None if matrix is None else (matrix.ids, matrix.vectors, matrix.biases),
-            popularity=popularity,
-            user_feature_vectors=feature_vectors,
-            user_features={u: f for (kind, u), f in catalogue.items() if kind == "user"},
-            item_features={i: f for (kind, i), f in catalogue.items() if kind == "item"},
-            matrix_version=time.time_ns(),
-            model_meta={
-                "dim": self.cfg.model.dim,
-                "global_bias": float(self.model.global_bias),
-                "pop_half_life_ms": self.cfg.model.popularity_half_life_s * 1000,
-            },
-            seen_max=tcfg.seen_max,
+            catalogue=catalogue,
+            counts=self.user_counts,
             recs=recs,
             recs_version=recs_version,
-            # after the lists written here leave the set, the users still due go back in
-            recs_due=[u for u in itertools.chain(users, ranked) if u in self.recs_due],
+            due=self.recs_due,
             evicted_users=evicted_users,
             evicted_items=evicted_items,
-            popularity_segments=self.model.popularity.segments() if evicted_items else (),
+            matrix_written_at=self._matrix_written_at,
+            matrix_dirty=self._matrix_dirty,
+            force_matrix=force_matrix,
+            now=time.monotonic(),
+            wall_ns=time.time_ns(),
         )
-        newest: dict[str, int] = {}
-        for r, e in fresh:
-            newest[e.user] = r.timestamp
+        self._matrix_written_at, self._matrix_dirty = out.matrix_written_at, out.matrix_dirty
+        batch, new_seen = out.batch, by.seen
+        self._phase("rows", t_rows)
         # One write in flight: the previous batch's lands first (offsets fence each other).
         self.flush_writes()
         # self.seen caches the sets ranking has needed; others are not read here (that was
@@ -709,7 +642,7 @@ class Trainer:
         future = self._writer.submit(
             self.outage.redis, functools.partial(self.store.write_batch, batch)
         )
-        self._pending = _PendingWrite(future, ends, newest, time.perf_counter())
+        self._pending = _PendingWrite(future, ends, out.newest, time.perf_counter())
         # what Redis holds once it lands: the next batch fences on it, and skips re-learned
         # events below it
         self.stored_offsets.update(batch.new_offsets)
@@ -856,35 +789,6 @@ class Trainer:
     def _caught_up(self) -> bool:
         """The model has learned everything Redis holds (restores re-learn quietly first)."""
         return all(self.model_offsets.get(f, 0) >= off for f, off in self.stored_offsets.items())
-
-    def _popularity(
-        self, fresh: list[tuple[Any, Event]]
-    ) -> dict[str | None, list[tuple[str, float]]]:
-        """Absolute, time-invariant log scores of the items this batch touched, globally and
-        per segment of the users who touched them (see DecayedPopularity.log_scores)."""
-        pop = self.model.popularity
-        by_segment: dict[str | None, set[str]] = defaultdict(set)
-        segments: dict[str, tuple[str, ...]] = {}
-        for _, e in fresh:
-            by_segment[None].add(e.item)
-            user_segs = segments.get(e.user)
-            if user_segs is None:
-                user_segs = segments[e.user] = self.model.user_segments(e.user)
-            for seg in user_segs:
-                by_segment[seg].add(e.item)
-        out: dict[str | None, list[tuple[str, float]]] = {}
-        for seg, items in by_segment.items():
-            scores = pop.log_scores(items, seg)
-            if scores:
-                out[seg] = sorted(scores.items())
-        return out
-
-    def _feature_vectors(self, users: list[str]) -> dict[str, np.ndarray]:
-        tokens = {t for u in users for t in self.model.user_tokens(u)}
-        if not tokens:
-            return {}
-        vecs: dict[str, np.ndarray] = self.model.user_feature_vectors(sorted(tokens))
-        return {t: v for t, v in vecs.items() if np.isfinite(v).all()}
 
     def _update_lag(self, ends: dict[str, int]) -> None:
         for f, behind in self.group.lag(ends).items():
