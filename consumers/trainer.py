@@ -11,16 +11,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import itertools
 import logging
 import os
 import socket
 import time
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +33,14 @@ from streamrec.consumers.checkpoints import Checkpoints, folder_for
 from streamrec.consumers.config import Config
 from streamrec.consumers.lease import Lease, StandDown
 from streamrec.consumers.lifecycle import ACTIVE, STANDBY, STARTING, STOPPING, Lifecycle
-from streamrec.consumers.metrics import TrainerMetrics
+from streamrec.consumers.lists import DRAIN_S, DueLists
+from streamrec.consumers.metrics import TrainerMetrics, TrainerStats
 from streamrec.consumers.outage import SHUTDOWN_RESERVE_S, Outage
-from streamrec.consumers.ranker import Ranker, RankJob
-from streamrec.model.base import CheckpointMismatch, ItemMatrix
+from streamrec.model.base import CheckpointMismatch
 from streamrec.streaming import kafka_io
 from streamrec.streaming.events import Event, EventRules, Rejected, parse
 from streamrec.streaming.group import GroupConsumer
-from streamrec.streaming.keys import Keys, matrix_interval, offset_field
+from streamrec.streaming.keys import Keys, offset_field
 from streamrec.streaming.store import (
     FenceLost,
     RedisStore,
@@ -58,24 +57,6 @@ def configure_tensorflow(threads: int) -> None:
     from streamrec.model.runtime import configure_threads
 
     configure_threads(intra_op=threads, inter_op=threads, blas=1)
-
-
-@dataclass
-class TrainerStats:
-    events: int = 0
-    dead_letters: int = 0
-    batches: int = 0
-    written_batches: int = 0
-    skipped_nonfinite: int = 0
-    lists_refreshed: int = 0
-    started_at: float = field(default_factory=time.monotonic)
-    dead_by_reason: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    last_loss: float = float("nan")
-    # wall time per phase (poll, parse, learn, seen, recommend, rows, redis, commit)
-    phase_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-
-    def rate(self) -> float:
-        return self.events / max(time.monotonic() - self.started_at, 1e-9)
 
 
 @dataclass
@@ -134,12 +115,9 @@ class Trainer:
         self._evicted_users: list[str] = []
         self._evicted_items: list[str] = []
         self._lag: dict[str, int] = {}  # records behind each partition's end, at its last batch
-        self.seen: dict[str, _Seen] = {}
-        # users whose precomputed list is older than their vector, least recently refreshed
-        # first (a dict keeps insertion order; a user touched again keeps their place)
-        self.recs_due: dict[str, None] = {}
-        self.ranker: Ranker | None = None  # the thread ranking them, while running
-        self._epoch = 0  # restores so far: lists ranked before the last one are dropped
+        self.lists = DueLists(
+            cfg, self.metrics, self.stats, caught_up=self._caught_up, read_seen=self._read_seen
+        )
         self._window_freshness: list[float] = []  # seconds, since the last summary line
         # Redis writes run on one thread while the loop polls, parses and learns the next
         # batch (the script's time in Redis was a fifth of the trainer's); one at a time
@@ -148,7 +126,6 @@ class Trainer:
         self._unwritten = False  # the model learned a batch Redis has not received
         self._matrix_written_at: float | None = None
         self._matrix_dirty = False
-        self._rank_matrix: tuple[float, ItemMatrix] | None = None  # (built at, snapshot)
         self.group = GroupConsumer(
             cfg.kafka,
             on_assigned=self.on_assigned,
@@ -164,6 +141,12 @@ class Trainer:
         self.catalogue: CatalogueReader | None = None
         self.outage = Outage(self.life, self.lease.lost, cfg.redis)
         self._announced_ready = False  # the "ready" line, once per time this trainer leads
+
+    @property
+    def recs_due(self) -> dict[str, None]:
+        """Users whose precomputed list is older than their vector, least recently refreshed
+        first."""
+        return self.lists.due
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -191,7 +174,7 @@ class Trainer:
         self.producer = kafka_io.make_producer(k)
         self.catalogue = CatalogueReader(k, self.cfg.trainer.max_event_bytes)
         self.catalogue.start()
-        self.ranker = Ranker(self.cfg.trainer.top_k, self.cfg.trainer.recs_time_share)
+        self.lists.start()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-writer")
         unwatch_gc = self.metrics.watch_gc()
         try:
@@ -212,7 +195,7 @@ class Trainer:
             self.life.enter(STOPPING, "closing clients")
             unwatch_gc()
             self._writer.shutdown(wait=True)
-            self.ranker.close()
+            self.lists.close()
             self.catalogue.stop()
             self.catalogue.join(timeout=min(10, self.life.remaining_s()))
             self.producer.close(timeout=self.life.remaining_s())
@@ -261,7 +244,7 @@ class Trainer:
         # Collect the young often and the old rarely: see _GC_THRESHOLDS.
         gc.set_threshold(*_GC_THRESHOLDS)
         # lists a previous trainer left due (it may have been killed before refreshing them)
-        self.recs_due = dict.fromkeys(self.outage.redis(self.store.read_recs_due))
+        self.lists.due = dict.fromkeys(self.outage.redis(self.store.read_recs_due))
         # Features first: learning a batch before its items' features are known would give
         # those items id-only updates and recommend catalogue items too late.
         if not self.catalogue.caught_up.wait(timeout=60):
@@ -276,11 +259,11 @@ class Trainer:
             self._write([], {}, self.model.version, {}, force_matrix=True)
             self.flush_writes()
         self._drain_lists()
-        if self.recs_due:
+        if self.lists.due:
             log.info(
                 "%d precomputed lists left due at shutdown (kept in Redis for the next "
                 "trainer); readers rank those users in real time meanwhile",
-                len(self.recs_due),
+                len(self.lists.due),
             )
         self._final_checkpoint()
 
@@ -299,10 +282,7 @@ class Trainer:
         configure_tensorflow(self.cfg.trainer.tf_threads)
         from streamrec.model.online import OnlineRecommender
 
-        self.seen.clear()
-        self.recs_due.clear()
-        self._epoch += 1
-        self._rank_matrix = None
+        self.lists.reset()
         self._matrix_written_at = None
         self._matrix_dirty = False
         self.user_counts = Counter()
@@ -374,7 +354,7 @@ class Trainer:
             self._reap_write()
             now = time.monotonic()
             timeout_ms = kcfg.poll_timeout_ms
-            if not batch and (self._lists_work() or self._lists_running() or self._pending):
+            if not batch and (self.lists.work() or self.lists.running() or self._pending):
                 # lists to hand out or to collect: look for events, do not wait long for
                 # them (not 0: kafka-python then never finishes a rebalance, a stalled group)
                 timeout_ms = min(timeout_ms, 10)
@@ -416,7 +396,7 @@ class Trainer:
                 raise RuntimeError("catalogue reader failed") from self.catalogue.error
             catalogue_only = not batch and self.catalogue is not None and self.catalogue.pending()
             idle_work = not batch and (
-                self._lists_work() or self._matrix_due() or bool(self._undecodable)
+                self.lists.work() or self._matrix_due() or bool(self._undecodable)
             )
             if full or due or catalogue_only or idle_work:
                 self.process(batch)
@@ -440,7 +420,7 @@ class Trainer:
                     self.stats.last_loss,
                     fresh,
                     self.stats.lists_refreshed,
-                    len(self.recs_due),
+                    len(self.lists.due),
                     {k: round(v, 1) for k, v in self.stats.phase_seconds.items()},
                 )
             idle_ms = (now - last_record) * 1000
@@ -510,7 +490,7 @@ class Trainer:
         self.user_counts.update(e.user for _, e in good)
         self.model_offsets.update(ends)
         write_needed = any(ends[f] > self.stored_offsets.get(f, -1) for f in ends)
-        if write_needed or cat or self._lists_work() or self._matrix_due():
+        if write_needed or cat or self.lists.work() or self._matrix_due():
             # Kafka's commit follows once this write has landed (flush_writes)
             self._write(fresh, ends, result.version, cat)
         else:
@@ -545,8 +525,7 @@ class Trainer:
         Redis with the next write, which also rewrites the item matrix without the items."""
         for u in users:
             self.user_counts.pop(u, None)
-            self.seen.pop(u, None)
-            self.recs_due.pop(u, None)
+        self.lists.forget(users)
         self._evicted_users += users
         self._evicted_items += items
         self.metrics.evicted.labels("user").inc(len(users))
@@ -596,11 +575,12 @@ class Trainer:
         by = batch_write.by_user(fresh, gone_users)
         users = by.users
         t_seen = time.perf_counter()
+        due = self.lists.due
         for u in users:
-            self.recs_due.setdefault(u)
+            due.setdefault(u)
         self._phase("seen", t_seen)
         t_recs = time.perf_counter()
-        recs, recs_version = self._finished_lists()
+        recs, recs_version = self.lists.finished()
         if evicted_users or evicted_items:  # lists ranked before the eviction
             recs = batch_write.drop_evicted(recs, gone_users, gone_items)
         self._phase("recommend", t_recs)
@@ -617,7 +597,7 @@ class Trainer:
             counts=self.user_counts,
             recs=recs,
             recs_version=recs_version,
-            due=self.recs_due,
+            due=due,
             evicted_users=evicted_users,
             evicted_items=evicted_items,
             matrix_written_at=self._matrix_written_at,
@@ -631,13 +611,7 @@ class Trainer:
         self._phase("rows", t_rows)
         # One write in flight: the previous batch's lands first (offsets fence each other).
         self.flush_writes()
-        # self.seen caches the sets ranking has needed; others are not read here (that was
-        # 9 % of the trainer at 2k events/s). Added to after the flush: a set the flush's
-        # ranking job loaded from Redis lacks this batch's items, not yet written.
-        for u in users:
-            cached = self.seen.get(u)
-            if cached is not None:
-                cached.add_all(item for item, _ in new_seen[u])
+        self.lists.note_seen(users, new_seen)
         assert self._writer is not None
         future = self._writer.submit(
             self.outage.redis, functools.partial(self.store.write_batch, batch)
@@ -671,7 +645,7 @@ class Trainer:
         self._unwritten = False
         self._commit(p.ends)
         t_recs = time.perf_counter()
-        self._submit_lists()
+        self.lists.submit(self.model, self._lag)
         self._phase("recommend", t_recs)
 
     def _reap_write(self) -> None:
@@ -679,112 +653,15 @@ class Trainer:
         if self._pending is not None and self._pending.future.done():
             self.flush_writes()
 
-    def _lists_running(self) -> bool:
-        return self.ranker is not None and not self.ranker.idle
-
-    def _lists_work(self) -> bool:
-        """Finished lists to write, or due users to hand to an idle ranker."""
-        r = self.ranker
-        if r is None:
-            return False
-        return r.ready or (bool(self.recs_due) and r.idle and self._caught_up())
-
-    def _finished_lists(self) -> tuple[dict[str, list[tuple[str, float]]], int | None]:
-        """Lists the ranker finished since the last write, and the oldest model version among
-        them (their stamp: a list never claims to be newer than the model it came from)."""
-        out: dict[str, list[tuple[str, float]]] = {}
-        version: int | None = None
-        assert self.ranker is not None
-        for res in self.ranker.results():
-            if res.epoch != self._epoch:
-                continue  # ranked before a restore: that model is gone
-            out.update(res.lists)
-            version = res.version if version is None else min(version, res.version)
-            self.stats.phase_seconds["ranker thread"] += res.seconds
-        self.metrics.lists_refreshed.inc(len(out))
-        self.stats.lists_refreshed += len(out)
-        return out, version
-
-    def _submit_lists(self) -> None:
-        """Hand the oldest due users to the ranker, with a snapshot of what ranking needs.
-
-        Only a model caught up with Redis ranks: a list from a model behind Redis would look
-        newer than it is. The users leave the due set now; one who gets events before their
-        list is written comes back into it, and the write keeps them due in Redis.
-        """
-        r = self.ranker
-        if r is None or not self.recs_due or not r.idle or not self._caught_up():
-            return
-        chunk = list(itertools.islice(self.recs_due, _RANK_JOB_USERS))
-        self._load_seen([u for u in chunk if u not in self.seen])
-        known, vecs, _ = self.model.user_vectors(chunk)
-        for u in chunk:
-            del self.recs_due[u]
-        self.metrics.lists_due.set(len(self.recs_due))
-        if not known:
-            return
-        matrix = self._ranking_matrix()
-        n_items = len(matrix.ids)
-        # More than a batch waiting in Kafka: the stream comes first. Lists are served in
-        # real time meanwhile; the ranker rests four times longer after this job.
-        share = self.cfg.trainer.recs_time_share
-        if sum(self._lag.values()) > self.cfg.trainer.batch_max_events:
-            share /= 4
-        r.submit(
-            RankJob(
-                users=known,
-                vectors=vecs,
-                items=matrix.vectors,
-                item_bias=matrix.biases,
-                ids=matrix.ids,  # item_vectors() gives a fresh list
-                # item rows never move: rows past an older snapshot are items it lacks
-                exclude=[
-                    rows[rows < n_items]
-                    for rows in (self.model.exclude_rows(self.seen[u]) for u in known)
-                ],
-                version=int(self.model.version),
-                epoch=self._epoch,
-            ),
-            share=share,
-        )
-
-    def _ranking_matrix(self) -> ItemMatrix:
-        """The item matrix ranking jobs score against, rebuilt at most as often as readers
-        re-read theirs (`keys.matrix_interval`).
-
-        Every learn step changes it, and rebuilding it for each job (20k items: 5-8 ms, ten
-        jobs a second at 5k events/s) was the trainer's largest cost after learning. A list
-        ranked against a matrix up to that old is what a reader's real-time answer is too.
-        """
-        now = time.monotonic()
-        cached = self._rank_matrix
-        if cached is not None:
-            built_at, m = cached
-            age_ms = (now - built_at) * 1000
-            nbytes = m.vectors.nbytes + m.biases.nbytes  # as a reader counts its snapshot
-            if age_ms < matrix_interval(self.cfg.trainer.matrix_every_ms, nbytes):
-                return m
-        m = self.model.item_vectors()  # cached by the model until its next step
-        self._rank_matrix = (now, m)
-        return m
-
     def _drain_lists(self) -> None:
-        """At shutdown: the ranker without rests, its lists written, for _DRAIN_RECS_S."""
-        if self.ranker is None:
-            return
-        self.ranker.hurry()
-        budget = _DRAIN_RECS_S
+        budget = DRAIN_S
         if self._stop.is_set():
             budget = min(budget, self.life.remaining_s() - SHUTDOWN_RESERVE_S)
-        deadline = time.monotonic() + budget
-        while self._caught_up() and time.monotonic() < deadline:
-            if self._lists_work():
-                self._write([], {}, self.model.version, {})
-                self.flush_writes()
-            elif self._lists_running():
-                time.sleep(0.005)
-            else:
-                return
+        self.lists.drain(budget, self._write_lists)
+
+    def _write_lists(self) -> None:
+        self._write([], {}, self.model.version, {})
+        self.flush_writes()
 
     def _caught_up(self) -> bool:
         """The model has learned everything Redis holds (restores re-learn quietly first)."""
@@ -795,15 +672,8 @@ class Trainer:
             self._lag[f] = behind
             self.metrics.lag.labels(f.rpartition(":")[2]).set(behind)
 
-    def _load_seen(self, users: list[str]) -> None:
-        if not users:
-            return
-        limit = max(self.cfg.trainer.seen_max, 1)
-        for u, items in self.outage.redis(lambda: self.store.read_seen(users)).items():
-            self.seen[u] = _Seen(limit, items)
-        for u in users:
-            if u not in self.seen:
-                self.seen[u] = _Seen(limit)
+    def _read_seen(self, users: list[str]) -> dict[str, list[str]]:
+        return self.outage.redis(lambda: self.store.read_seen(users))
 
     def _commit(self, ends: dict[str, int]) -> None:
         """Kafka's committed offsets are for lag monitoring only: a failure is harmless."""
@@ -844,24 +714,6 @@ def _arrival(
     return max(since, now - age_s)
 
 
-class _Seen(dict[str, None]):
-    """A user's items for exclusion, oldest first, bounded: O(1) to re-add or evict (a deque
-    made every re-add a scan of up to seen_max items; py-spy: 8 % of the trainer)."""
-
-    def __init__(self, limit: int, items: Iterable[str] = ()):
-        super().__init__()
-        self.limit = limit
-        self.add_all(items)
-
-    def add_all(self, items: Iterable[str]) -> None:
-        for item in items:
-            self.pop(item, None)
-            self[item] = None
-            if len(self) > self.limit:
-                del self[next(iter(self))]
-
-
-_DRAIN_RECS_S = 5.0  # at shutdown, refresh due lists for at most this long
 # Collector thresholds (Python's default is 700, 10, 10). Full passes walk the trainer's
 # growing maps (ids, seen sets): 25-45 ms every 3 s at the default, so generation 2 waits for
 # 2.5 million net allocations, not 70,000. The young generation must stay small: kafka-python
@@ -871,10 +723,6 @@ _DRAIN_RECS_S = 5.0  # at shutdown, refresh due lists for at most this long
 # At 5,000: passes of 1-8 ms, no full pass in a 60 s freshness run, p99 freshness 83-92 ms
 # against 106.
 _GC_THRESHOLDS = (5_000, 10, 50)
-# Users per ranking job. Smaller jobs hold the interpreter lock and Redis (the script that
-# writes their lists) for shorter stretches: at 5k events/s, freshness p99 was 68-75 ms with
-# 128, 81-85 with 256 and 88-119 with 512, for 106k, 104k and 115k lists ranked a minute.
-_RANK_JOB_USERS = 128
 
 
 def main(cfg: Config | None = None, life: Lifecycle | None = None) -> int:

@@ -7,14 +7,14 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from streamrec.consumers.config import Config
-from streamrec.consumers.metrics import TrainerMetrics
-from streamrec.consumers.trainer import Trainer, _arrival
+from streamrec.consumers.lists import DueLists
+from streamrec.consumers.metrics import TrainerMetrics, TrainerStats
+from streamrec.consumers.trainer import _arrival
 from streamrec.model.base import ItemMatrix
 
 NOW = 1000.0  # monotonic seconds
@@ -59,18 +59,24 @@ class _Model:
         return ItemMatrix(ids, np.zeros((self.n_items, 64), np.float32), np.zeros(self.n_items))
 
 
+def _lists(cfg: Config) -> DueLists:
+    return DueLists(
+        cfg, TrainerMetrics(), TrainerStats(), caught_up=lambda: True, read_seen=lambda users: {}
+    )
+
+
 def test_ranking_jobs_reuse_the_item_matrix_as_long_as_readers_keep_theirs() -> None:
     cfg = Config().replace(trainer={"matrix_every_ms": 1000})
-    big = SimpleNamespace(cfg=cfg, model=_Model(8192), _rank_matrix=None)  # 2 MiB: 1 s
-    first = Trainer._ranking_matrix(big)  # type: ignore[arg-type]
-    assert Trainer._ranking_matrix(big) is first and big.model.builds == 1  # type: ignore[arg-type]
-    big._rank_matrix = (time.monotonic() - 1.5, first)  # older than its second
-    assert Trainer._ranking_matrix(big) is not first and big.model.builds == 2  # type: ignore[arg-type]
-    small = SimpleNamespace(cfg=cfg, model=_Model(4), _rank_matrix=None)  # 1 kB: ~1 ms
-    Trainer._ranking_matrix(small)  # type: ignore[arg-type]
+    big, model = _lists(cfg), _Model(8192)  # 2 MiB: 1 s
+    first = big.ranking_matrix(model)
+    assert big.ranking_matrix(model) is first and model.builds == 1
+    big._matrix = (time.monotonic() - 1.5, first)  # older than its second
+    assert big.ranking_matrix(model) is not first and model.builds == 2
+    small, model = _lists(cfg), _Model(4)  # 1 kB: ~1 ms
+    small.ranking_matrix(model)
     time.sleep(0.01)
-    Trainer._ranking_matrix(small)  # type: ignore[arg-type]
-    assert small.model.builds == 2
+    small.ranking_matrix(model)
+    assert model.builds == 2
 
 
 def _gc_passes(m: TrainerMetrics, generation: str) -> float:
