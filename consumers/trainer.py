@@ -8,7 +8,6 @@ checkpoint the model now and then. Kafka is the log, a checkpoint is a snapshot,
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 import logging
@@ -18,8 +17,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +33,13 @@ from streamrec.consumers.lifecycle import ACTIVE, STANDBY, STARTING, STOPPING, L
 from streamrec.consumers.lists import DRAIN_S, DueLists
 from streamrec.consumers.metrics import TrainerMetrics, TrainerStats
 from streamrec.consumers.outage import SHUTDOWN_RESERVE_S, Outage
+from streamrec.consumers.writer import BatchWriter
 from streamrec.model.base import CheckpointMismatch
 from streamrec.streaming import kafka_io
 from streamrec.streaming.events import Event, EventRules, Rejected, parse
 from streamrec.streaming.group import GroupConsumer
 from streamrec.streaming.keys import Keys, offset_field
 from streamrec.streaming.store import (
-    FenceLost,
     RedisStore,
     connect,
 )
@@ -57,14 +54,6 @@ def configure_tensorflow(threads: int) -> None:
     from streamrec.model.runtime import configure_threads
 
     configure_threads(intra_op=threads, inter_op=threads, blas=1)
-
-
-@dataclass
-class _PendingWrite:
-    future: Future[Any]
-    ends: dict[str, int]  # offsets to commit to Kafka once it lands
-    newest: dict[str, int]  # user -> record timestamp (ms) of their newest event in it
-    submitted: float  # perf_counter
 
 
 class Trainer:
@@ -118,11 +107,6 @@ class Trainer:
         self.lists = DueLists(
             cfg, self.metrics, self.stats, caught_up=self._caught_up, read_seen=self._read_seen
         )
-        self._window_freshness: list[float] = []  # seconds, since the last summary line
-        # Redis writes run on one thread while the loop polls, parses and learns the next
-        # batch (the script's time in Redis was a fifth of the trainer's); one at a time
-        self._writer: ThreadPoolExecutor | None = None
-        self._pending: _PendingWrite | None = None
         self._unwritten = False  # the model learned a batch Redis has not received
         self._matrix_written_at: float | None = None
         self._matrix_dirty = False
@@ -140,6 +124,7 @@ class Trainer:
         self.producer: KafkaProducer | None = None
         self.catalogue: CatalogueReader | None = None
         self.outage = Outage(self.life, self.lease.lost, cfg.redis)
+        self.writes = BatchWriter(self.store, self.outage, self.metrics, self.stats)
         self._announced_ready = False  # the "ready" line, once per time this trainer leads
 
     @property
@@ -175,7 +160,7 @@ class Trainer:
         self.catalogue = CatalogueReader(k, self.cfg.trainer.max_event_bytes)
         self.catalogue.start()
         self.lists.start()
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-writer")
+        self.writes.start()
         unwatch_gc = self.metrics.watch_gc()
         try:
             while not self._stop.is_set():
@@ -194,7 +179,7 @@ class Trainer:
         finally:
             self.life.enter(STOPPING, "closing clients")
             unwatch_gc()
-            self._writer.shutdown(wait=True)
+            self.writes.shutdown()
             self.lists.close()
             self.catalogue.stop()
             self.catalogue.join(timeout=min(10, self.life.remaining_s()))
@@ -270,10 +255,7 @@ class Trainer:
     def _leave(self) -> None:
         # Each step waits at most what is left of a stop's grace period (the whole of it,
         # 8 s by default, when no stop was asked for): a shutdown must end within it.
-        if self._pending is not None:  # standing down or failing: its outcome is moot
-            with contextlib.suppress(Exception):
-                self._pending.future.result(timeout=self.life.remaining_s())
-            self._pending = None
+        self.writes.abandon(self.life.remaining_s())  # standing down or failing
         self.group.close(self.life.remaining_s)
         self.lease.release()
 
@@ -354,7 +336,7 @@ class Trainer:
             self._reap_write()
             now = time.monotonic()
             timeout_ms = kcfg.poll_timeout_ms
-            if not batch and (self.lists.work() or self.lists.running() or self._pending):
+            if not batch and (self.lists.work() or self.lists.running() or self.writes.pending):
                 # lists to hand out or to collect: look for events, do not wait long for
                 # them (not 0: kafka-python then never finishes a rebalance, a stalled group)
                 timeout_ms = min(timeout_ms, 10)
@@ -403,14 +385,13 @@ class Trainer:
                 batch = []
             if now - last_summary >= 10:
                 last_summary = now
-                ages = self._window_freshness
+                ages = self.writes.take_freshness()
                 fresh = (
                     f"record -> Redis p50 {np.percentile(ages, 50) * 1000:.0f} ms, "
                     f"p99 {np.percentile(ages, 99) * 1000:.0f} ms"
                     if ages
                     else "nothing written"
                 )
-                self._window_freshness = []
                 log.info(
                     "%d events (%.0f/s), %d dead letters, loss %.4f; %s; %d lists ranked, %d "
                     "due; seconds per phase %s",
@@ -612,11 +593,7 @@ class Trainer:
         # One write in flight: the previous batch's lands first (offsets fence each other).
         self.flush_writes()
         self.lists.note_seen(users, new_seen)
-        assert self._writer is not None
-        future = self._writer.submit(
-            self.outage.redis, functools.partial(self.store.write_batch, batch)
-        )
-        self._pending = _PendingWrite(future, ends, out.newest, time.perf_counter())
+        self.writes.submit(batch, ends, out.newest)
         # what Redis holds once it lands: the next batch fences on it, and skips re-learned
         # events below it
         self.stored_offsets.update(batch.new_offsets)
@@ -624,33 +601,18 @@ class Trainer:
     def flush_writes(self) -> None:
         """Wait for the write in flight, then what follows it: Kafka commit, freshness, the
         next ranking job (its seen sets must be complete in Redis)."""
-        p = self._pending
-        if p is None:
+        ends = self.writes.wait()
+        if ends is None:
             return
-        self._pending = None
-        t0 = time.perf_counter()
-        try:
-            p.future.result()
-        except FenceLost as e:
-            raise StandDown(str(e)) from e
-        self._phase("redis wait", t0)
-        now = time.perf_counter()
-        self.metrics.redis_write_seconds.observe(now - p.submitted)
-        self.stats.written_batches += 1
-        written_ms = time.time() * 1000
-        for ts in p.newest.values():
-            age_s = max(0.0, (written_ms - ts) / 1000)
-            self.metrics.freshness_seconds.observe(age_s)
-            self._window_freshness.append(age_s)
         self._unwritten = False
-        self._commit(p.ends)
+        self._commit(ends)
         t_recs = time.perf_counter()
         self.lists.submit(self.model, self._lag)
         self._phase("recommend", t_recs)
 
     def _reap_write(self) -> None:
         """flush_writes() if the write in flight has landed: never waits."""
-        if self._pending is not None and self._pending.future.done():
+        if self.writes.landed():
             self.flush_writes()
 
     def _drain_lists(self) -> None:
