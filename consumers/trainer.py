@@ -16,7 +16,7 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import numpy as np
 from kafka import KafkaProducer, TopicPartition
 from redis.exceptions import RedisError
 
-from streamrec.consumers import batch_write
+from streamrec.consumers import batch_write, batches
 from streamrec.consumers.catalogue import BadCatalogueRecord, CatalogueReader
 from streamrec.consumers.checkpoints import Checkpoints, folder_for
 from streamrec.consumers.config import Config
@@ -36,7 +36,7 @@ from streamrec.consumers.outage import SHUTDOWN_RESERVE_S, Outage
 from streamrec.consumers.writer import BatchWriter
 from streamrec.model.base import CheckpointMismatch
 from streamrec.streaming import kafka_io
-from streamrec.streaming.events import Event, EventRules, Rejected, parse
+from streamrec.streaming.events import Event, EventRules
 from streamrec.streaming.group import GroupConsumer
 from streamrec.streaming.keys import Keys, offset_field
 from streamrec.streaming.store import (
@@ -366,7 +366,7 @@ class Trainer:
                 self.group.check_assignment()
             now = time.monotonic()
             if polled and not batch:
-                batch_started = _arrival(polled, now, time.time() * 1000, listened_at)
+                batch_started = batches.arrival(polled, now, time.time() * 1000, listened_at)
             for records in polled.values():
                 batch.extend(records)
                 if records:
@@ -419,21 +419,8 @@ class Trainer:
         producer = self.producer
         t0 = time.perf_counter()
         kcfg = self.cfg.kafka
-        good: list[tuple[Any, Event]] = []
-        dead: list[kafka_io.DeadLetter] = []
-        ends: dict[str, int] = {}
         now_ms = int(time.time() * 1000)
-        rules = self.rules
-        for r in records:
-            ends[offset_field(r.topic, r.partition)] = r.offset + 1
-            res = parse(r.value, rules, r.timestamp, now_ms)
-            if isinstance(res, Rejected):
-                dead.append(kafka_io.DeadLetter.of(r, res))
-            else:
-                good.append((r, res))
-        for u in self._undecodable:  # records of the batch may come before or after it
-            ends[u.field] = max(ends.get(u.field, 0), u.next_offset)
-            dead.append(u.dead_letter())
+        good, dead, ends = batches.parse_records(records, self.rules, now_ms, self._undecodable)
         self._undecodable = []
         self._phase("parse", t0)
         cat = self._apply_catalogue(dead)
@@ -460,14 +447,7 @@ class Trainer:
         elif events:
             self.stats.last_loss = result.loss
             self.metrics.loss.set(result.loss)
-        # Events before the offsets Redis already holds were learned to catch the model up;
-        # only users with newer events get their rows rewritten.
-        floor: dict[tuple[str, int], int] = {}
-        for r, _ in good:
-            tp = (r.topic, r.partition)
-            if tp not in floor:
-                floor[tp] = self.stored_offsets.get(offset_field(*tp), 0)
-        fresh = [(r, e) for r, e in good if r.offset >= floor[(r.topic, r.partition)]]
+        fresh = batches.past_stored(good, self.stored_offsets)
         self.user_counts.update(e.user for _, e in good)
         self.model_offsets.update(ends)
         write_needed = any(ends[f] > self.stored_offsets.get(f, -1) for f in ends)
@@ -657,23 +637,6 @@ def event_rules(cfg: Config) -> EventRules:
         max_ts_skew_ms=cfg.trainer.max_ts_skew_ms,
         max_bytes=cfg.trainer.max_event_bytes,
     )
-
-
-def _arrival(
-    polled: Mapping[Any, Sequence[Any]], now: float, wall_ms: float, since: float
-) -> float:
-    """When the oldest record of a new batch arrived, on the monotonic clock: what the batch
-    window (batch_max_wait_ms) counts from.
-
-    Records that came while the loop was busy with the previous batch have already waited;
-    counting from the poll that found them made them wait a full window more (20 ms of the
-    freshness at 5k events/s). Their Kafka timestamps say how long, bounded by the loop's
-    own clock: no earlier than the poll before (a clock skewed behind, or an old replayed
-    stream, must not close every batch at once) and no later than now (a clock ahead).
-    """
-    oldest = min((recs[0].timestamp for recs in polled.values() if recs), default=wall_ms)
-    age_s = max(0.0, (wall_ms - oldest) / 1000)
-    return max(since, now - age_s)
 
 
 # Collector thresholds (Python's default is 700, 10, 10). Full passes walk the trainer's

@@ -1,5 +1,5 @@
 """Trainer pieces that need no servers: the batch window counts from when a batch's oldest
-record arrived (`_arrival`); ranking jobs reuse an item matrix as long as readers keep theirs;
+record arrived (`arrival`); ranking jobs reuse an item matrix as long as readers keep theirs;
 collector passes are timed into the metrics."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from streamrec.consumers.batches import arrival
 from streamrec.consumers.config import Config
 from streamrec.consumers.lists import DueLists
 from streamrec.consumers.metrics import TrainerMetrics, TrainerStats
-from streamrec.consumers.trainer import _arrival
 from streamrec.model.base import ItemMatrix
 
 NOW = 1000.0  # monotonic seconds
@@ -29,23 +29,23 @@ class Rec:
 def test_records_that_waited_during_the_last_batch_count_their_wait() -> None:
     # 30 ms old, the loop last listened 100 ms ago: the window started 30 ms ago
     polled = {"p0": [Rec(int(WALL_MS) - 30), Rec(int(WALL_MS) - 5)]}
-    assert _arrival(polled, NOW, WALL_MS, since=NOW - 0.1) == pytest.approx(NOW - 0.03)
+    assert arrival(polled, NOW, WALL_MS, since=NOW - 0.1) == pytest.approx(NOW - 0.03)
 
 
 def test_oldest_first_record_of_any_partition() -> None:
     polled = {"p0": [Rec(int(WALL_MS) - 10)], "p1": [Rec(int(WALL_MS) - 40)], "p2": []}
-    assert _arrival(polled, NOW, WALL_MS, since=NOW - 1) == pytest.approx(NOW - 0.04)
+    assert arrival(polled, NOW, WALL_MS, since=NOW - 1) == pytest.approx(NOW - 0.04)
 
 
 def test_an_old_stream_counts_only_from_the_poll_before() -> None:
     # a replay of day-old events: they cannot have waited longer than since the last poll
     polled = {"p0": [Rec(int(WALL_MS) - 86_400_000)]}
-    assert _arrival(polled, NOW, WALL_MS, since=NOW - 0.05) == NOW - 0.05
+    assert arrival(polled, NOW, WALL_MS, since=NOW - 0.05) == NOW - 0.05
 
 
 def test_a_producer_clock_ahead_counts_from_now() -> None:
     polled = {"p0": [Rec(int(WALL_MS) + 5_000)]}
-    assert _arrival(polled, NOW, WALL_MS, since=NOW - 0.05) == NOW
+    assert arrival(polled, NOW, WALL_MS, since=NOW - 0.05) == NOW
 
 
 class _Model:
