@@ -4,6 +4,12 @@ Loop: poll until a batch closes (N events or T ms), parse (bad records -> dead-l
 acknowledged first), learn, write every changed row in one fenced Redis transaction together
 with the next offsets, then commit to Kafka (for lag only; Redis holds the truth), and
 checkpoint the model now and then. Kafka is the log, a checkpoint is a snapshot, Redis a view.
+
+This module is the loop and the order of its steps; each step's work is in a module of its own:
+streaming/group.py (the group consumer and its kafka-python work-arounds), batches.py (records
+to a batch), batch_write.py (what a batch writes to Redis), writer.py (the write in flight),
+lists.py (due lists and the ranking thread), checkpoints.py, outage.py (waiting out Redis and
+Kafka), lease.py (who leads the group) and lifecycle.py (states, probes, stopping).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from kafka import KafkaProducer, TopicPartition
 from redis.exceptions import RedisError
 
 from streamrec.consumers import batch_write, batches
-from streamrec.consumers.catalogue import BadCatalogueRecord, CatalogueReader
+from streamrec.consumers.catalogue import CatalogueReader
 from streamrec.consumers.checkpoints import Checkpoints, folder_for
 from streamrec.consumers.config import Config
 from streamrec.consumers.lease import Lease, StandDown
@@ -218,15 +224,11 @@ class Trainer:
         assert self.catalogue is not None
         self.stored_offsets = self.outage.redis(self.store.read_offsets)
         self._restore(self.stored_offsets)
-        # Each variant of the learn step compiles when a batch first needs it, a stall of
-        # 0.3-0.5 s in the stream (the freshness tail at 5k events/s): compile them now.
+        # Each learn-step variant compiles when a batch first needs it, a stall: compile now.
         log.info("learn steps compiled in %.1f s", self.model.warm_up())
-        # TensorFlow's import leaves millions of objects the collector would walk in every
-        # full collection: 400-480 ms pauses every few seconds here, each one a stall of the
-        # stream. Frozen, they are never scanned; the trainer's own objects still are.
+        # Frozen, the millions of objects TensorFlow's import leaves are never scanned again.
         gc.collect()
         gc.freeze()
-        # Collect the young often and the old rarely: see _GC_THRESHOLDS.
         gc.set_threshold(*_GC_THRESHOLDS)
         # lists a previous trainer left due (it may have been killed before refreshing them)
         self.lists.due = dict.fromkeys(self.outage.redis(self.store.read_recs_due))
@@ -358,8 +360,8 @@ class Trainer:
                 self._skipped(bad)
             if self.group.assignments != assignments and batch:
                 # The rebalance sought every partition to what the model has learned: records
-                # polled before it and not learned yet come again (seen: one batch holding
-                # each record twice). What this poll returned was read after the seeks.
+                # polled before it and not learned yet come again (else twice in one batch).
+                # What this poll returned was read after the seeks.
                 log.info("rebalance: %d records not yet learned are read again", len(batch))
                 batch = []
             if not polled and not batch:
@@ -385,25 +387,7 @@ class Trainer:
                 batch = []
             if now - last_summary >= 10:
                 last_summary = now
-                ages = self.writes.take_freshness()
-                fresh = (
-                    f"record -> Redis p50 {np.percentile(ages, 50) * 1000:.0f} ms, "
-                    f"p99 {np.percentile(ages, 99) * 1000:.0f} ms"
-                    if ages
-                    else "nothing written"
-                )
-                log.info(
-                    "%d events (%.0f/s), %d dead letters, loss %.4f; %s; %d lists ranked, %d "
-                    "due; seconds per phase %s",
-                    self.stats.events,
-                    self.stats.rate(),
-                    self.stats.dead_letters,
-                    self.stats.last_loss,
-                    fresh,
-                    self.stats.lists_refreshed,
-                    len(self.lists.due),
-                    {k: round(v, 1) for k, v in self.stats.phase_seconds.items()},
-                )
+                self._log_summary()
             idle_ms = (now - last_record) * 1000
             idle = tcfg.stop_when_idle_ms and not batch and idle_ms >= tcfg.stop_when_idle_ms
             if idle and self.group.assignment():
@@ -412,6 +396,27 @@ class Trainer:
         if batch:
             self.process(batch)
         self.flush_writes()
+
+    def _log_summary(self) -> None:
+        ages = self.writes.take_freshness()
+        fresh = (
+            f"record -> Redis p50 {np.percentile(ages, 50) * 1000:.0f} ms, "
+            f"p99 {np.percentile(ages, 99) * 1000:.0f} ms"
+            if ages
+            else "nothing written"
+        )
+        log.info(
+            "%d events (%.0f/s), %d dead letters, loss %.4f; %s; %d lists ranked, %d "
+            "due; seconds per phase %s",
+            self.stats.events,
+            self.stats.rate(),
+            self.stats.dead_letters,
+            self.stats.last_loss,
+            fresh,
+            self.stats.lists_refreshed,
+            len(self.lists.due),
+            {k: round(v, 1) for k, v in self.stats.phase_seconds.items()},
+        )
 
     def process(self, records: Sequence[Any]) -> None:
         """Parse, dead-letter, learn, write, commit: one batch, in that order."""
@@ -423,7 +428,7 @@ class Trainer:
         good, dead, ends = batches.parse_records(records, self.rules, now_ms, self._undecodable)
         self._undecodable = []
         self._phase("parse", t0)
-        cat = self._apply_catalogue(dead)
+        cat = {} if self.catalogue is None else self.catalogue.apply(self.model, dead)
         if dead:
             # acknowledged by the broker before the Redis transaction: never lost
             self.outage.kafka(
@@ -505,22 +510,6 @@ class Trainer:
 
     def _phase(self, name: str, since: float) -> None:
         self.stats.phase_seconds[name] += time.perf_counter() - since
-
-    def _apply_catalogue(self, dead: list[kafka_io.DeadLetter]) -> dict[tuple[str, str], Any]:
-        """Hand pending catalogue records to the model; return (kind, id) -> features."""
-        changed: dict[tuple[str, str], Any] = {}
-        if self.catalogue is None:
-            return changed
-        for rec in self.catalogue.drain():
-            if isinstance(rec, BadCatalogueRecord):
-                dead.append(rec.letter)
-                continue
-            if rec.kind == "item":
-                self.model.set_item_features(rec.id, rec.features)
-            else:
-                self.model.set_user_features(rec.id, rec.features)
-            changed[(rec.kind, rec.id)] = rec.features
-        return changed
 
     def _write(
         self,
@@ -639,14 +628,8 @@ def event_rules(cfg: Config) -> EventRules:
     )
 
 
-# Collector thresholds (Python's default is 700, 10, 10). Full passes walk the trainer's
-# growing maps (ids, seen sets): 25-45 ms every 3 s at the default, so generation 2 waits for
-# 2.5 million net allocations, not 70,000. The young generation must stay small: kafka-python
-# leaves a reference cycle (a timeout exception, its traceback and frames) in every poll that
-# waits out its timeout, 7,000 objects a second at 5k events/s, and at a 50,000-object young
-# generation each pass freed 35,000 of them in one 30-45 ms stop (measured with gc.callbacks).
-# At 5,000: passes of 1-8 ms, no full pass in a 60 s freshness run, p99 freshness 83-92 ms
-# against 106.
+# Collector thresholds (default 700, 10, 10): young passes small and frequent (every poll
+# that times out leaves a reference cycle), full passes over the growing id maps rare.
 _GC_THRESHOLDS = (5_000, 10, 50)
 
 
