@@ -107,3 +107,18 @@ class CatalogueReader(threading.Thread):
                 out.append(self.records.get_nowait())
             except queue.Empty:
                 return out
+
+    def apply(self, model: Any, dead: list[kafka_io.DeadLetter]) -> dict[tuple[str, str], Any]:
+        """Hand the records read so far to `model` (on the trainer's thread), bad ones to
+        `dead`; return (kind, id) -> features of what changed."""
+        changed: dict[tuple[str, str], Any] = {}
+        for rec in self.drain():
+            if isinstance(rec, BadCatalogueRecord):
+                dead.append(rec.letter)
+                continue
+            if rec.kind == "item":
+                model.set_item_features(rec.id, rec.features)
+            else:
+                model.set_user_features(rec.id, rec.features)
+            changed[(rec.kind, rec.id)] = rec.features
+        return changed

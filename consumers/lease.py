@@ -17,6 +17,11 @@ import redis
 
 log = logging.getLogger("streamrec.lease")
 
+
+class StandDown(Exception):
+    """This trainer is no longer the group's writer: stop consuming, go back to standby."""
+
+
 # Take or keep the lease: free, or already ours. Keeping it needs no second round trip, and a
 # lease that expired during a Redis outage is simply taken back when nobody else took it.
 _ACQUIRE = """

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the trainer (prometheus-client), served when a port is configured.
+"""Prometheus metrics of the trainer (prometheus-client), served when a port is configured,
+and the counts it returns from `run()` (`TrainerStats`).
 
 Names follow Prometheus conventions: units in the name, `_total` for counters. One registry per
 trainer, so several trainers in one process (tests) do not collide.
@@ -8,10 +9,30 @@ from __future__ import annotations
 
 import gc
 import time
+from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass
+class TrainerStats:
+    events: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    written_batches: int = 0
+    skipped_nonfinite: int = 0
+    lists_refreshed: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    dead_by_reason: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    last_loss: float = float("nan")
+    # wall time per phase (poll, parse, learn, seen, recommend, rows, redis, commit)
+    phase_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def rate(self) -> float:
+        return self.events / max(time.monotonic() - self.started_at, 1e-9)
 
 
 class TrainerMetrics:

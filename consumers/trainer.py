@@ -4,58 +4,54 @@ Loop: poll until a batch closes (N events or T ms), parse (bad records -> dead-l
 acknowledged first), learn, write every changed row in one fenced Redis transaction together
 with the next offsets, then commit to Kafka (for lag only; Redis holds the truth), and
 checkpoint the model now and then. Kafka is the log, a checkpoint is a snapshot, Redis a view.
+
+This module is the loop and the order of its steps; each step's work is in a module of its own:
+streaming/group.py (the group consumer and its kafka-python work-arounds), batches.py (records
+to a batch), batch_write.py (what a batch writes to Redis), writer.py (the write in flight),
+lists.py (due lists and the ranking thread), checkpoints.py, outage.py (waiting out Redis and
+Kafka), lease.py (who leads the group) and lifecycle.py (states, probes, stopping).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
-import itertools
 import logging
 import os
-import shutil
 import socket
 import time
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
+from kafka import KafkaProducer, TopicPartition
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streamrec.consumers.catalogue import BadCatalogueRecord, CatalogueReader
+from streamrec.consumers import batch_write, batches
+from streamrec.consumers.catalogue import CatalogueReader
+from streamrec.consumers.checkpoints import Checkpoints, folder_for
 from streamrec.consumers.config import Config
-from streamrec.consumers.lease import Lease
+from streamrec.consumers.lease import Lease, StandDown
 from streamrec.consumers.lifecycle import ACTIVE, STANDBY, STARTING, STOPPING, Lifecycle
-from streamrec.consumers.metrics import TrainerMetrics
-from streamrec.consumers.ranker import Ranker, RankJob
-from streamrec.model.base import CheckpointMismatch, ItemMatrix
+from streamrec.consumers.lists import DRAIN_S, DueLists
+from streamrec.consumers.metrics import TrainerMetrics, TrainerStats
+from streamrec.consumers.outage import SHUTDOWN_RESERVE_S, Outage
+from streamrec.consumers.writer import BatchWriter
+from streamrec.model.base import CheckpointMismatch
 from streamrec.streaming import kafka_io
-from streamrec.streaming.events import Event, EventRules, Rejected, parse
-from streamrec.streaming.keys import Keys, matrix_interval, offset_field
+from streamrec.streaming.events import Event, EventRules
+from streamrec.streaming.group import GroupConsumer
+from streamrec.streaming.keys import Keys, offset_field
 from streamrec.streaming.store import (
-    BatchWrite,
-    FenceLost,
-    ItemRow,
     RedisStore,
-    UserRow,
     connect,
 )
-from streamrec.streaming.undecodable import GuardedPoll, Undecodable
+from streamrec.streaming.undecodable import Undecodable
 
 log = logging.getLogger("streamrec.trainer")
-_T = TypeVar("_T")
 
 
 def configure_tensorflow(threads: int) -> None:
@@ -64,47 +60,6 @@ def configure_tensorflow(threads: int) -> None:
     from streamrec.model.runtime import configure_threads
 
     configure_threads(intra_op=threads, inter_op=threads, blas=1)
-
-
-@dataclass
-class TrainerStats:
-    events: int = 0
-    dead_letters: int = 0
-    batches: int = 0
-    written_batches: int = 0
-    skipped_nonfinite: int = 0
-    lists_refreshed: int = 0
-    started_at: float = field(default_factory=time.monotonic)
-    dead_by_reason: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    last_loss: float = float("nan")
-    # wall time per phase (poll, parse, learn, seen, recommend, rows, redis, commit)
-    phase_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-
-    def rate(self) -> float:
-        return self.events / max(time.monotonic() - self.started_at, 1e-9)
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, trainer: Trainer):
-        self.trainer = trainer
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self.trainer.on_revoked(list(revoked))
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self.trainer.on_assigned(list(assigned))
-
-
-@dataclass
-class _PendingWrite:
-    future: Future[Any]
-    ends: dict[str, int]  # offsets to commit to Kafka once it lands
-    newest: dict[str, int]  # user -> record timestamp (ms) of their newest event in it
-    submitted: float  # perf_counter
-
-
-class _StandDown(Exception):
-    """This trainer is no longer the group's writer: stop consuming, go back to standby."""
 
 
 class Trainer:
@@ -129,9 +84,10 @@ class Trainer:
         self.redis = connect(cfg.redis)
         self.store = RedisStore(self.redis, self.keys, cfg.kafka.group_id)
         self.rules = event_rules(cfg)
-        self.ckpt_dir = Path(cfg.trainer.checkpoint_dir) / _safe(
-            cfg.redis.prefix + cfg.kafka.group_id
+        self.ckpt_dir = folder_for(
+            cfg.trainer.checkpoint_dir, cfg.redis.prefix + cfg.kafka.group_id
         )
+        self.checkpoints = Checkpoints(self.ckpt_dir, cfg.trainer)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = Lease(
             self.redis,
@@ -154,36 +110,34 @@ class Trainer:
         self._evicted_users: list[str] = []
         self._evicted_items: list[str] = []
         self._lag: dict[str, int] = {}  # records behind each partition's end, at its last batch
-        self.seen: dict[str, _Seen] = {}
-        # users whose precomputed list is older than their vector, least recently refreshed
-        # first (a dict keeps insertion order; a user touched again keeps their place)
-        self.recs_due: dict[str, None] = {}
-        self.ranker: Ranker | None = None  # the thread ranking them, while running
-        self._epoch = 0  # restores so far: lists ranked before the last one are dropped
-        self._window_freshness: list[float] = []  # seconds, since the last summary line
-        # Redis writes run on one thread while the loop polls, parses and learns the next
-        # batch (the script's time in Redis was a fifth of the trainer's); one at a time
-        self._writer: ThreadPoolExecutor | None = None
-        self._pending: _PendingWrite | None = None
-        self._events_since_ckpt = 0
-        self._last_ckpt = time.monotonic()
+        self.lists = DueLists(
+            cfg, self.metrics, self.stats, caught_up=self._caught_up, read_seen=self._read_seen
+        )
         self._unwritten = False  # the model learned a batch Redis has not received
         self._matrix_written_at: float | None = None
         self._matrix_dirty = False
-        self._rank_matrix: tuple[float, ItemMatrix] | None = None  # (built at, snapshot)
-        self._unassigned_since: float | None = None
-        self._owned: set[TopicPartition] = set()  # partitions the callbacks gave us
-        self._assignments = 0  # on_assigned calls: an open batch is void after one
-        self._last_commit: dict[TopicPartition, OffsetAndMetadata] = {}
-        self.consumer: KafkaConsumer | None = None
-        self._guard: GuardedPoll | None = None
+        self.group = GroupConsumer(
+            cfg.kafka,
+            on_assigned=self.on_assigned,
+            on_revoked=self.on_revoked,
+            before_rebalance=self.flush_writes,
+            on_rejoin=self.metrics.rejoins.inc,
+            log=log,
+        )
         # batches skipped as undecodable since the last processed batch: dead-lettered and
         # counted as consumed with it (streaming/undecodable.py)
         self._undecodable: list[Undecodable] = []
         self.producer: KafkaProducer | None = None
         self.catalogue: CatalogueReader | None = None
-        self.outage = _Outage(self.life)
+        self.outage = Outage(self.life, self.lease.lost, cfg.redis)
+        self.writes = BatchWriter(self.store, self.outage, self.metrics, self.stats)
         self._announced_ready = False  # the "ready" line, once per time this trainer leads
+
+    @property
+    def recs_due(self) -> dict[str, None]:
+        """Users whose precomputed list is older than their vector, least recently refreshed
+        first."""
+        return self.lists.due
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -211,8 +165,8 @@ class Trainer:
         self.producer = kafka_io.make_producer(k)
         self.catalogue = CatalogueReader(k, self.cfg.trainer.max_event_bytes)
         self.catalogue.start()
-        self.ranker = Ranker(self.cfg.trainer.top_k, self.cfg.trainer.recs_time_share)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-writer")
+        self.lists.start()
+        self.writes.start()
         unwatch_gc = self.metrics.watch_gc()
         try:
             while not self._stop.is_set():
@@ -220,7 +174,7 @@ class Trainer:
                     break
                 try:
                     self._active()
-                except _StandDown as e:
+                except StandDown as e:
                     if self._stop.is_set():
                         log.warning("%s; the next trainer reads on from the offsets Redis holds", e)
                     else:
@@ -231,8 +185,8 @@ class Trainer:
         finally:
             self.life.enter(STOPPING, "closing clients")
             unwatch_gc()
-            self._writer.shutdown(wait=True)
-            self.ranker.close()
+            self.writes.shutdown()
+            self.lists.close()
             self.catalogue.stop()
             self.catalogue.join(timeout=min(10, self.life.remaining_s()))
             self.producer.close(timeout=self.life.remaining_s())
@@ -266,29 +220,25 @@ class Trainer:
         return False
 
     def _active(self) -> None:
-        """Restore, subscribe, train; returns on stop, raises _StandDown on losing the lead."""
+        """Restore, subscribe, train; returns on stop, raises StandDown on losing the lead."""
         assert self.catalogue is not None
-        self.stored_offsets = self._redis(self.store.read_offsets)
+        self.stored_offsets = self.outage.redis(self.store.read_offsets)
         self._restore(self.stored_offsets)
-        # Each variant of the learn step compiles when a batch first needs it, a stall of
-        # 0.3-0.5 s in the stream (the freshness tail at 5k events/s): compile them now.
+        # Each learn-step variant compiles when a batch first needs it, a stall: compile now.
         log.info("learn steps compiled in %.1f s", self.model.warm_up())
-        # TensorFlow's import leaves millions of objects the collector would walk in every
-        # full collection: 400-480 ms pauses every few seconds here, each one a stall of the
-        # stream. Frozen, they are never scanned; the trainer's own objects still are.
+        # Frozen, the millions of objects TensorFlow's import leaves are never scanned again.
         gc.collect()
         gc.freeze()
-        # Collect the young often and the old rarely: see _GC_THRESHOLDS.
         gc.set_threshold(*_GC_THRESHOLDS)
         # lists a previous trainer left due (it may have been killed before refreshing them)
-        self.recs_due = dict.fromkeys(self._redis(self.store.read_recs_due))
+        self.lists.due = dict.fromkeys(self.outage.redis(self.store.read_recs_due))
         # Features first: learning a batch before its items' features are known would give
         # those items id-only updates and recommend catalogue items too late.
         if not self.catalogue.caught_up.wait(timeout=60):
             log.warning("catalogue not read to its end after 60 s: starting anyway")
         k = self.cfg.kafka
         self._announced_ready = False
-        self._subscribe()
+        self.group.subscribe()
         log.info("trainer active: group %s, topic %s", k.group_id, k.events_topic)
         self._loop()
         self.life.enter(STOPPING, "writing the last batch and lists")
@@ -296,159 +246,75 @@ class Trainer:
             self._write([], {}, self.model.version, {}, force_matrix=True)
             self.flush_writes()
         self._drain_lists()
-        if self.recs_due:
+        if self.lists.due:
             log.info(
                 "%d precomputed lists left due at shutdown (kept in Redis for the next "
                 "trainer); readers rank those users in real time meanwhile",
-                len(self.recs_due),
+                len(self.lists.due),
             )
         self._final_checkpoint()
-
-    def _subscribe(self) -> None:
-        k = self.cfg.kafka
-        self.consumer = kafka_io.make_consumer(k, k.group_id)
-        # Metadata first: a group join before the consumer knows the topic's partitions gets
-        # an empty assignment ("No partition metadata"), and kafka-python may not rejoin.
-        deadline = time.monotonic() + 60
-        while self.consumer.partitions_for_topic(k.events_topic) is None:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no metadata for topic {k.events_topic} after 60 s")
-            time.sleep(0.1)
-        self._owned = set()
-        self._guard = GuardedPoll(self.consumer)
-        self.consumer.subscribe([k.events_topic], listener=_Rebalance(self))
-        _await_group_metadata(self.consumer, k.events_topic)
-        self._unassigned_since = time.monotonic()
-
-    def _check_assignment(self) -> None:
-        """kafka-python 3.0.12 can end a rebalance with nothing assigned and never rejoin
-        (seen here after a revoke right after the first assignment on a fresh broker). The
-        leader of the group with no partitions for two sessions rejoins with a new consumer."""
-        assert self.consumer is not None
-        # Our own record of the callbacks, not consumer.assignment(): after a revoke that
-        # kafka-python never follows with a rejoin, it still lists the revoked partitions.
-        if self._owned:
-            self._unassigned_since = None
-            return
-        now = time.monotonic()
-        if self._unassigned_since is None:
-            self._unassigned_since = now
-            return
-        limit = 2 * self.cfg.kafka.session_timeout_ms / 1000
-        if now - self._unassigned_since > limit:
-            log.warning("no partitions assigned for %.0f s: rejoining the group", limit)
-            self.metrics.rejoins.inc()
-            try:
-                self.consumer.close()
-            except Exception as e:  # the old member expires by itself
-                log.warning("closing the stuck consumer: %s", e)
-            self._subscribe()
 
     def _leave(self) -> None:
         # Each step waits at most what is left of a stop's grace period (the whole of it,
         # 8 s by default, when no stop was asked for): a shutdown must end within it.
-        if self._pending is not None:  # standing down or failing: its outcome is moot
-            with contextlib.suppress(Exception):
-                self._pending.future.result(timeout=self.life.remaining_s())
-            self._pending = None
-        if self.consumer is not None:
-            try:
-                if self._last_commit:  # the asynchronous commits may still be in flight
-                    budget_ms = int(min(2.0, self.life.remaining_s() / 3) * 1000)
-                    self.consumer.commit(self._last_commit, timeout_ms=budget_ms)
-            except Exception as e:  # lag monitoring only
-                log.warning("final Kafka commit failed (harmless): %s", e)
-            try:
-                budget_ms = int(min(5.0, self.life.remaining_s() / 2) * 1000)
-                self.consumer.close(autocommit=False, timeout_ms=budget_ms)
-            except Exception as e:  # leaving the group is best effort; the session expires
-                log.warning("closing the consumer: %s", e)
-            self.consumer = None
-            self._guard = None
+        self.writes.abandon(self.life.remaining_s())  # standing down or failing
+        self.group.close(self.life.remaining_s)
         self.lease.release()
 
     def _restore(self, stored: dict[str, int]) -> None:
-        """The newest checkpoint at or before the offsets Redis holds, else a new model.
-
-        A checkpoint past the stored offsets (Redis lost its last writes) would make the model
-        skip events Redis never saw; an older one is caught up by re-learning quietly.
-        """
+        """The newest checkpoint at or before the offsets Redis holds, else a new model."""
         configure_tensorflow(self.cfg.trainer.tf_threads)
         from streamrec.model.online import OnlineRecommender
 
-        self.seen.clear()
-        self.recs_due.clear()
-        self._epoch += 1
-        self._rank_matrix = None
+        self.lists.reset()
         self._matrix_written_at = None
         self._matrix_dirty = False
         self.user_counts = Counter()
-        self._events_since_ckpt = 0
+        self.checkpoints.events_since = 0
         self._unwritten = False
         if self._given_model is not None:
             self.model, self._given_model = self._given_model, None
             self.model_offsets = {}
             return
-        for path in reversed(_checkpoints(self.ckpt_dir)):
-            try:
-                # today's settings apply; one the saved tables depend on must not change
-                model, meta = OnlineRecommender.restore(path, self.cfg.model)
-            except CheckpointMismatch:
-                raise
-            except Exception as e:  # a damaged checkpoint: try the one before
-                log.warning("cannot restore %s: %s", path.name, e)
-                continue
-            offsets = {k: int(v) for k, v in meta.get("offsets", {}).items()}
-            if all(off <= stored.get(f, 0) for f, off in offsets.items()):
-                self.model = model
-                self.model_offsets = offsets
-                self.user_counts.update({k: int(v) for k, v in meta.get("counts", {}).items()})
-                log.info("restored checkpoint %s (offsets %s)", path.name, offsets)
-                return
-            log.info("checkpoint %s is past the offsets Redis holds: older one", path.name)
+        restored = self.checkpoints.newest_usable(
+            stored, lambda path: OnlineRecommender.restore(path, self.cfg.model)
+        )
+        if restored is not None:
+            self.model = restored.model
+            self.model_offsets = restored.offsets
+            self.user_counts.update(restored.counts)
+            return
         log.info("no usable checkpoint in %s: starting a new model", self.ckpt_dir)
         self.model = OnlineRecommender(self.cfg.model)
         self.model_offsets = {}
 
     def _final_checkpoint(self) -> None:
-        if not self._events_since_ckpt or self._unwritten:
-            return
-        if self._stop.is_set() and self.life.remaining_s() < _SHUTDOWN_RESERVE_S:
-            # only a head start for the next trainer: it re-learns from the last checkpoint
-            log.info("no final checkpoint: the stop's grace period is nearly spent")
-            return
-        self.checkpoint()
+        if self.checkpoints.final_due(self._unwritten, self.life):
+            self.checkpoint()
 
     # -- rebalance ---------------------------------------------------------------------------
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
-        """Seek to what the model has learned; learn forward to what Redis holds, quietly."""
-        assert self.consumer is not None
-        self.flush_writes()
-        self._assignments += 1
-        self._owned.update(assigned)
-        self.stored_offsets = self._redis(self.store.read_offsets)
+        """Seek to what the model has learned; learn forward to what Redis holds, quietly.
+        (The group consumer has written the batch in flight and counted the partitions.)"""
+        self.stored_offsets = self.outage.redis(self.store.read_offsets)
         for tp in assigned:
             f = offset_field(tp.topic, tp.partition)
-            if f in self.model_offsets:
-                self.consumer.seek(tp, self.model_offsets[f])
-            else:
-                self.consumer.seek_to_beginning(tp)
+            self.group.seek(tp, self.model_offsets.get(f))
         log.info(
             "assigned %s; model at %s; Redis holds %s",
             sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
             self.model_offsets,
             self.stored_offsets,
         )
-        owned = sorted(f"{tp.topic}:{tp.partition}" for tp in self._owned)
+        owned = sorted(f"{tp.topic}:{tp.partition}" for tp in self.group.owned)
         self.life.enter(ACTIVE, f"consuming {', '.join(owned)}")
         if not self._announced_ready:
             self._announced_ready = True
             log.info("ready: consuming %s as group %s", owned, self.cfg.kafka.group_id)
 
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
-        self.flush_writes()  # what we learned from them reaches Redis before they go
-        self._owned.difference_update(revoked)
+        """(The group consumer has written what we learned from them before they go.)"""
         gone = {offset_field(tp.topic, tp.partition) for tp in revoked}
         for f in gone:
             self._lag.pop(f, None)
@@ -456,48 +322,9 @@ class Trainer:
         if revoked:
             log.info("revoked %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
-    # -- outages -----------------------------------------------------------------------------
-
-    def _redis(self, fn: Callable[[], _T]) -> _T:
-        """Call Redis until it answers: an outage pauses the trainer, it never drops a batch.
-
-        redis-py's Retry already retries each command with backoff; this only decides to keep
-        waiting (and logs once per state change) after those retries are spent.
-        """
-        return self._until_available("Redis", fn, (RedisConnectionError, RedisTimeoutError))
-
-    def _kafka(self, fn: Callable[[], _T]) -> _T:
-        return self._until_available("Kafka", fn, (KafkaError,))
-
-    def _until_available(
-        self, what: str, fn: Callable[[], _T], errors: tuple[type[BaseException], ...]
-    ) -> _T:
-        backoff = ExponentialWithJitterBackoff(
-            cap=self.cfg.redis.backoff_cap_ms / 1000, base=self.cfg.redis.backoff_base_ms / 1000
-        )
-        failures = 0
-        while True:
-            if self.lease.lost.is_set():
-                raise _StandDown("another trainer holds the lease")
-            try:
-                out = fn()
-                self.outage.up(what)
-                return out
-            except errors as e:
-                self.outage.down(what, e)
-                failures += 1
-            if self._stop.is_set() and self.life.remaining_s() < _SHUTDOWN_RESERVE_S:
-                # Asked to stop during an outage, and the stop's grace period is half spent.
-                # Nothing is lost: Redis's offsets did not move, so these records are read
-                # again next time.
-                raise _StandDown(f"stopping while {what} is unavailable, as asked")
-            self.life.beat()
-            time.sleep(backoff.compute(failures))
-
     # -- the loop ----------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        assert self.consumer is not None
         tcfg, kcfg = self.cfg.trainer, self.cfg.kafka
         batch: list[Any] = []
         batch_started = 0.0
@@ -507,44 +334,41 @@ class Trainer:
         while not self._stop.is_set():
             self.life.beat()
             if self.lease.lost.is_set():
-                raise _StandDown("another trainer holds the lease")
+                raise StandDown("another trainer holds the lease")
             self._reap_write()
             now = time.monotonic()
             timeout_ms = kcfg.poll_timeout_ms
-            if not batch and (self._lists_work() or self._lists_running() or self._pending):
+            if not batch and (self.lists.work() or self.lists.running() or self.writes.pending):
                 # lists to hand out or to collect: look for events, do not wait long for
                 # them (not 0: kafka-python then never finishes a rebalance, a stalled group)
                 timeout_ms = min(timeout_ms, 10)
             if batch:
                 remaining = tcfg.batch_max_wait_ms - (now - batch_started) * 1000
                 timeout_ms = max(1, min(timeout_ms, int(remaining)))
-            if _rebalance_pending(self.consumer):
-                timeout_ms = max(timeout_ms, _REBALANCE_POLL_MS)
             t_poll = time.perf_counter()
             # A broker restart can surface here (the coordinator lookup): pause, then poll
             # again; a poll that raises has returned nothing, so nothing is skipped.
-            assert self._guard is not None
             poll = functools.partial(
-                self._guard.poll,
+                self.group.poll,
                 timeout_ms=timeout_ms,
                 max_records=tcfg.batch_max_events - len(batch),
             )
-            assignments = self._assignments
-            polled, bad = self._kafka(poll)
+            assignments = self.group.assignments
+            polled, bad = self.outage.kafka(poll)
             self._phase("poll", t_poll)
             if bad is not None:
                 self._skipped(bad)
-            if self._assignments != assignments and batch:
+            if self.group.assignments != assignments and batch:
                 # The rebalance sought every partition to what the model has learned: records
-                # polled before it and not learned yet come again (seen: one batch holding
-                # each record twice). What this poll returned was read after the seeks.
+                # polled before it and not learned yet come again (else twice in one batch).
+                # What this poll returned was read after the seeks.
                 log.info("rebalance: %d records not yet learned are read again", len(batch))
                 batch = []
             if not polled and not batch:
-                self._check_assignment()
+                self.group.check_assignment()
             now = time.monotonic()
             if polled and not batch:
-                batch_started = _arrival(polled, now, time.time() * 1000, listened_at)
+                batch_started = batches.arrival(polled, now, time.time() * 1000, listened_at)
             for records in polled.values():
                 batch.extend(records)
                 if records:
@@ -556,69 +380,58 @@ class Trainer:
                 raise RuntimeError("catalogue reader failed") from self.catalogue.error
             catalogue_only = not batch and self.catalogue is not None and self.catalogue.pending()
             idle_work = not batch and (
-                self._lists_work() or self._matrix_due() or bool(self._undecodable)
+                self.lists.work() or self._matrix_due() or bool(self._undecodable)
             )
             if full or due or catalogue_only or idle_work:
                 self.process(batch)
                 batch = []
             if now - last_summary >= 10:
                 last_summary = now
-                ages = self._window_freshness
-                fresh = (
-                    f"record -> Redis p50 {np.percentile(ages, 50) * 1000:.0f} ms, "
-                    f"p99 {np.percentile(ages, 99) * 1000:.0f} ms"
-                    if ages
-                    else "nothing written"
-                )
-                self._window_freshness = []
-                log.info(
-                    "%d events (%.0f/s), %d dead letters, loss %.4f; %s; %d lists ranked, %d "
-                    "due; seconds per phase %s",
-                    self.stats.events,
-                    self.stats.rate(),
-                    self.stats.dead_letters,
-                    self.stats.last_loss,
-                    fresh,
-                    self.stats.lists_refreshed,
-                    len(self.recs_due),
-                    {k: round(v, 1) for k, v in self.stats.phase_seconds.items()},
-                )
+                self._log_summary()
             idle_ms = (now - last_record) * 1000
             idle = tcfg.stop_when_idle_ms and not batch and idle_ms >= tcfg.stop_when_idle_ms
-            if idle and self.consumer.assignment():
+            if idle and self.group.assignment():
                 log.info("no new events for %.1f s: stopping", idle_ms / 1000)
                 self.stop()
         if batch:
             self.process(batch)
         self.flush_writes()
 
+    def _log_summary(self) -> None:
+        ages = self.writes.take_freshness()
+        fresh = (
+            f"record -> Redis p50 {np.percentile(ages, 50) * 1000:.0f} ms, "
+            f"p99 {np.percentile(ages, 99) * 1000:.0f} ms"
+            if ages
+            else "nothing written"
+        )
+        log.info(
+            "%d events (%.0f/s), %d dead letters, loss %.4f; %s; %d lists ranked, %d "
+            "due; seconds per phase %s",
+            self.stats.events,
+            self.stats.rate(),
+            self.stats.dead_letters,
+            self.stats.last_loss,
+            fresh,
+            self.stats.lists_refreshed,
+            len(self.lists.due),
+            {k: round(v, 1) for k, v in self.stats.phase_seconds.items()},
+        )
+
     def process(self, records: Sequence[Any]) -> None:
         """Parse, dead-letter, learn, write, commit: one batch, in that order."""
-        assert self.producer is not None and self.consumer is not None
+        assert self.producer is not None and self.group.consumer is not None
         producer = self.producer
         t0 = time.perf_counter()
         kcfg = self.cfg.kafka
-        good: list[tuple[Any, Event]] = []
-        dead: list[kafka_io.DeadLetter] = []
-        ends: dict[str, int] = {}
         now_ms = int(time.time() * 1000)
-        rules = self.rules
-        for r in records:
-            ends[offset_field(r.topic, r.partition)] = r.offset + 1
-            res = parse(r.value, rules, r.timestamp, now_ms)
-            if isinstance(res, Rejected):
-                dead.append(kafka_io.DeadLetter.of(r, res))
-            else:
-                good.append((r, res))
-        for u in self._undecodable:  # records of the batch may come before or after it
-            ends[u.field] = max(ends.get(u.field, 0), u.next_offset)
-            dead.append(u.dead_letter())
+        good, dead, ends = batches.parse_records(records, self.rules, now_ms, self._undecodable)
         self._undecodable = []
         self._phase("parse", t0)
-        cat = self._apply_catalogue(dead)
+        cat = {} if self.catalogue is None else self.catalogue.apply(self.model, dead)
         if dead:
             # acknowledged by the broker before the Redis transaction: never lost
-            self._kafka(
+            self.outage.kafka(
                 lambda: kafka_io.send_dead_letters(producer, kcfg.dlq_topic, kcfg.group_id, dead)
             )
             for d in dead:
@@ -639,18 +452,11 @@ class Trainer:
         elif events:
             self.stats.last_loss = result.loss
             self.metrics.loss.set(result.loss)
-        # Events before the offsets Redis already holds were learned to catch the model up;
-        # only users with newer events get their rows rewritten.
-        floor: dict[tuple[str, int], int] = {}
-        for r, _ in good:
-            tp = (r.topic, r.partition)
-            if tp not in floor:
-                floor[tp] = self.stored_offsets.get(offset_field(*tp), 0)
-        fresh = [(r, e) for r, e in good if r.offset >= floor[(r.topic, r.partition)]]
+        fresh = batches.past_stored(good, self.stored_offsets)
         self.user_counts.update(e.user for _, e in good)
         self.model_offsets.update(ends)
         write_needed = any(ends[f] > self.stored_offsets.get(f, -1) for f in ends)
-        if write_needed or cat or self._lists_work() or self._matrix_due():
+        if write_needed or cat or self.lists.work() or self._matrix_due():
             # Kafka's commit follows once this write has landed (flush_writes)
             self._write(fresh, ends, result.version, cat)
         else:
@@ -659,8 +465,9 @@ class Trainer:
         self.stats.events += len(good)
         self.stats.dead_letters += len(dead)
         self.stats.batches += 1
-        self._events_since_ckpt += len(records)
-        self._maybe_checkpoint()
+        self.checkpoints.events_since += len(records)
+        if self.checkpoints.due():
+            self.checkpoint()
         self.metrics.events.inc(len(good))
         self.metrics.batches.inc()
         self.metrics.batch_size.observe(len(records))
@@ -684,8 +491,7 @@ class Trainer:
         Redis with the next write, which also rewrites the item matrix without the items."""
         for u in users:
             self.user_counts.pop(u, None)
-            self.seen.pop(u, None)
-            self.recs_due.pop(u, None)
+        self.lists.forget(users)
         self._evicted_users += users
         self._evicted_items += items
         self.metrics.evicted.labels("user").inc(len(users))
@@ -700,27 +506,10 @@ class Trainer:
         )
 
     def _matrix_interval_ms(self) -> float:
-        nbytes = self.model.n_items * (self.cfg.model.dim + 1) * 4
-        return matrix_interval(self.cfg.trainer.matrix_every_ms, nbytes)
+        return batch_write.matrix_interval_ms(self.model.n_items, self.cfg)
 
     def _phase(self, name: str, since: float) -> None:
         self.stats.phase_seconds[name] += time.perf_counter() - since
-
-    def _apply_catalogue(self, dead: list[kafka_io.DeadLetter]) -> dict[tuple[str, str], Any]:
-        """Hand pending catalogue records to the model; return (kind, id) -> features."""
-        changed: dict[tuple[str, str], Any] = {}
-        if self.catalogue is None:
-            return changed
-        for rec in self.catalogue.drain():
-            if isinstance(rec, BadCatalogueRecord):
-                dead.append(rec.letter)
-                continue
-            if rec.kind == "item":
-                self.model.set_item_features(rec.id, rec.features)
-            else:
-                self.model.set_user_features(rec.id, rec.features)
-            changed[(rec.kind, rec.id)] = rec.features
-        return changed
 
     def _write(
         self,
@@ -730,121 +519,50 @@ class Trainer:
         catalogue: dict[tuple[str, str], Any],
         force_matrix: bool = False,
     ) -> None:
-        tcfg = self.cfg.trainer
-        last: dict[str, tuple[Any, Event]] = {}
-        new_seen: dict[str, list[tuple[str, int]]] = defaultdict(list)
-        for r, e in fresh:
-            last[e.user] = (r, e)
-            new_seen[e.user].append((e.item, e.ts))
         evicted_users, evicted_items = self._evicted_users, self._evicted_items
         self._evicted_users, self._evicted_items = [], []
         gone_users, gone_items = set(evicted_users), set(evicted_items)
-        # a user can be evicted by the batch that has their event (a later event in it moved
-        # the clock on by more than evict_after_s): nothing of theirs is written
-        users = [u for u in last if u not in gone_users] if gone_users else list(last)
+        by = batch_write.by_user(fresh, gone_users)
+        users = by.users
         t_seen = time.perf_counter()
+        due = self.lists.due
         for u in users:
-            self.recs_due.setdefault(u)
+            due.setdefault(u)
         self._phase("seen", t_seen)
         t_recs = time.perf_counter()
-        recs, recs_version = self._finished_lists()
+        recs, recs_version = self.lists.finished()
         if evicted_users or evicted_items:  # lists ranked before the eviction
-            recs = {
-                u: [(i, sc) for i, sc in lst if i not in gone_items]
-                for u, lst in recs.items()
-                if u not in gone_users
-            }
-        ranked = list(recs)
+            recs = batch_write.drop_evicted(recs, gone_users, gone_items)
         self._phase("recommend", t_recs)
         t_rows = time.perf_counter()
-        known, vecs, biases = self.model.user_vectors(users)
-        if not (np.isfinite(vecs).all() and np.isfinite(biases).all()):
-            raise RuntimeError("the model produced non-finite user vectors: a bug, not input")
-        rows: list[UserRow] = []
-        for j, u in enumerate(known):
-            _, e = last[u]
-            rows.append(
-                UserRow(
-                    user=u,
-                    vec=vecs[j],
-                    bias=float(biases[j]),
-                    recs=recs.pop(u, None),
-                    seen=new_seen[u],
-                    # each event adds at most one item: fewer events than the bound, nothing
-                    # to trim (a ZREMRANGEBYRANK per user saved)
-                    trim=self.user_counts[u] > tcfg.seen_max,
-                    count=self.user_counts[u],
-                    features=e.user_features,
-                )
-            )
-        touched_items = {e.item for _, e in fresh} | {i for kind, i in catalogue if kind == "item"}
-        # The full matrix is the big write (n_items x dim floats): at most every
-        # _matrix_interval_ms, and whenever the catalogue changed. Item rows go out every batch.
-        now = time.monotonic()
-        write_matrix = (
-            force_matrix
-            or catalogue
-            or bool(evicted_items)
-            or self._matrix_written_at is None
-            or (now - self._matrix_written_at) * 1000 >= self._matrix_interval_ms()
-        )
-        if write_matrix:
-            self._matrix_written_at = now
-        self._matrix_dirty = not write_matrix and (
-            self._matrix_dirty or bool(fresh) or bool(catalogue)
-        )
-        item_ids, item_vecs, item_biases = self.model.item_rows(sorted(touched_items))
-        items = [
-            ItemRow(item, item_vecs[j], float(item_biases[j])) for j, item in enumerate(item_ids)
-        ]
-        matrix = self.model.item_vectors() if write_matrix else None
-        popularity = self._popularity(fresh)
-        feature_vectors = self._feature_vectors(users)
-        self._phase("rows", t_rows)
-        # A write without events (a deferred refresh, a matrix) is fenced on every stored
-        # offset unchanged, so a deposed trainer cannot overwrite its successor's lists.
-        fence = ends or self.stored_offsets
-        batch = BatchWrite(
-            expected_offsets={f: self.stored_offsets.get(f) for f in fence},
-            new_offsets={f: max(fence[f], self.stored_offsets.get(f, 0)) for f in fence},
+        out = batch_write.assemble(
+            cfg=self.cfg,
+            model=self.model,
+            fresh=fresh,
+            by=by,
+            ends=ends,
+            stored=self.stored_offsets,
             version=version,
-            users=rows,
-            items=items,
-            matrix=None if matrix is None else (matrix.ids, matrix.vectors, matrix.biases),
-            popularity=popularity,
-            user_feature_vectors=feature_vectors,
-            user_features={u: f for (kind, u), f in catalogue.items() if kind == "user"},
-            item_features={i: f for (kind, i), f in catalogue.items() if kind == "item"},
-            matrix_version=time.time_ns(),
-            model_meta={
-                "dim": self.cfg.model.dim,
-                "global_bias": float(self.model.global_bias),
-                "pop_half_life_ms": self.cfg.model.popularity_half_life_s * 1000,
-            },
-            seen_max=tcfg.seen_max,
+            catalogue=catalogue,
+            counts=self.user_counts,
             recs=recs,
             recs_version=recs_version,
-            # after the lists written here leave the set, the users still due go back in
-            recs_due=[u for u in itertools.chain(users, ranked) if u in self.recs_due],
+            due=due,
             evicted_users=evicted_users,
             evicted_items=evicted_items,
-            popularity_segments=self.model.popularity.segments() if evicted_items else (),
+            matrix_written_at=self._matrix_written_at,
+            matrix_dirty=self._matrix_dirty,
+            force_matrix=force_matrix,
+            now=time.monotonic(),
+            wall_ns=time.time_ns(),
         )
-        newest: dict[str, int] = {}
-        for r, e in fresh:
-            newest[e.user] = r.timestamp
+        self._matrix_written_at, self._matrix_dirty = out.matrix_written_at, out.matrix_dirty
+        batch, new_seen = out.batch, by.seen
+        self._phase("rows", t_rows)
         # One write in flight: the previous batch's lands first (offsets fence each other).
         self.flush_writes()
-        # self.seen caches the sets ranking has needed; others are not read here (that was
-        # 9 % of the trainer at 2k events/s). Added to after the flush: a set the flush's
-        # ranking job loaded from Redis lacks this batch's items, not yet written.
-        for u in users:
-            cached = self.seen.get(u)
-            if cached is not None:
-                cached.add_all(item for item, _ in new_seen[u])
-        assert self._writer is not None
-        future = self._writer.submit(self._redis, functools.partial(self.store.write_batch, batch))
-        self._pending = _PendingWrite(future, ends, newest, time.perf_counter())
+        self.lists.note_seen(users, new_seen)
+        self.writes.submit(batch, ends, out.newest)
         # what Redis holds once it lands: the next batch fences on it, and skips re-learned
         # events below it
         self.stored_offsets.update(batch.new_offsets)
@@ -852,260 +570,52 @@ class Trainer:
     def flush_writes(self) -> None:
         """Wait for the write in flight, then what follows it: Kafka commit, freshness, the
         next ranking job (its seen sets must be complete in Redis)."""
-        p = self._pending
-        if p is None:
+        ends = self.writes.wait()
+        if ends is None:
             return
-        self._pending = None
-        t0 = time.perf_counter()
-        try:
-            p.future.result()
-        except FenceLost as e:
-            raise _StandDown(str(e)) from e
-        self._phase("redis wait", t0)
-        now = time.perf_counter()
-        self.metrics.redis_write_seconds.observe(now - p.submitted)
-        self.stats.written_batches += 1
-        written_ms = time.time() * 1000
-        for ts in p.newest.values():
-            age_s = max(0.0, (written_ms - ts) / 1000)
-            self.metrics.freshness_seconds.observe(age_s)
-            self._window_freshness.append(age_s)
         self._unwritten = False
-        self._commit(p.ends)
+        self._commit(ends)
         t_recs = time.perf_counter()
-        self._submit_lists()
+        self.lists.submit(self.model, self._lag)
         self._phase("recommend", t_recs)
 
     def _reap_write(self) -> None:
         """flush_writes() if the write in flight has landed: never waits."""
-        if self._pending is not None and self._pending.future.done():
+        if self.writes.landed():
             self.flush_writes()
 
-    def _lists_running(self) -> bool:
-        return self.ranker is not None and not self.ranker.idle
-
-    def _lists_work(self) -> bool:
-        """Finished lists to write, or due users to hand to an idle ranker."""
-        r = self.ranker
-        if r is None:
-            return False
-        return r.ready or (bool(self.recs_due) and r.idle and self._caught_up())
-
-    def _finished_lists(self) -> tuple[dict[str, list[tuple[str, float]]], int | None]:
-        """Lists the ranker finished since the last write, and the oldest model version among
-        them (their stamp: a list never claims to be newer than the model it came from)."""
-        out: dict[str, list[tuple[str, float]]] = {}
-        version: int | None = None
-        assert self.ranker is not None
-        for res in self.ranker.results():
-            if res.epoch != self._epoch:
-                continue  # ranked before a restore: that model is gone
-            out.update(res.lists)
-            version = res.version if version is None else min(version, res.version)
-            self.stats.phase_seconds["ranker thread"] += res.seconds
-        self.metrics.lists_refreshed.inc(len(out))
-        self.stats.lists_refreshed += len(out)
-        return out, version
-
-    def _submit_lists(self) -> None:
-        """Hand the oldest due users to the ranker, with a snapshot of what ranking needs.
-
-        Only a model caught up with Redis ranks: a list from a model behind Redis would look
-        newer than it is. The users leave the due set now; one who gets events before their
-        list is written comes back into it, and the write keeps them due in Redis.
-        """
-        r = self.ranker
-        if r is None or not self.recs_due or not r.idle or not self._caught_up():
-            return
-        chunk = list(itertools.islice(self.recs_due, _RANK_JOB_USERS))
-        self._load_seen([u for u in chunk if u not in self.seen])
-        known, vecs, _ = self.model.user_vectors(chunk)
-        for u in chunk:
-            del self.recs_due[u]
-        self.metrics.lists_due.set(len(self.recs_due))
-        if not known:
-            return
-        matrix = self._ranking_matrix()
-        n_items = len(matrix.ids)
-        # More than a batch waiting in Kafka: the stream comes first. Lists are served in
-        # real time meanwhile; the ranker rests four times longer after this job.
-        share = self.cfg.trainer.recs_time_share
-        if sum(self._lag.values()) > self.cfg.trainer.batch_max_events:
-            share /= 4
-        r.submit(
-            RankJob(
-                users=known,
-                vectors=vecs,
-                items=matrix.vectors,
-                item_bias=matrix.biases,
-                ids=matrix.ids,  # item_vectors() gives a fresh list
-                # item rows never move: rows past an older snapshot are items it lacks
-                exclude=[
-                    rows[rows < n_items]
-                    for rows in (self.model.exclude_rows(self.seen[u]) for u in known)
-                ],
-                version=int(self.model.version),
-                epoch=self._epoch,
-            ),
-            share=share,
-        )
-
-    def _ranking_matrix(self) -> ItemMatrix:
-        """The item matrix ranking jobs score against, rebuilt at most as often as readers
-        re-read theirs (`keys.matrix_interval`).
-
-        Every learn step changes it, and rebuilding it for each job (20k items: 5-8 ms, ten
-        jobs a second at 5k events/s) was the trainer's largest cost after learning. A list
-        ranked against a matrix up to that old is what a reader's real-time answer is too.
-        """
-        now = time.monotonic()
-        cached = self._rank_matrix
-        if cached is not None:
-            built_at, m = cached
-            age_ms = (now - built_at) * 1000
-            nbytes = m.vectors.nbytes + m.biases.nbytes  # as a reader counts its snapshot
-            if age_ms < matrix_interval(self.cfg.trainer.matrix_every_ms, nbytes):
-                return m
-        m = self.model.item_vectors()  # cached by the model until its next step
-        self._rank_matrix = (now, m)
-        return m
-
     def _drain_lists(self) -> None:
-        """At shutdown: the ranker without rests, its lists written, for _DRAIN_RECS_S."""
-        if self.ranker is None:
-            return
-        self.ranker.hurry()
-        budget = _DRAIN_RECS_S
+        budget = DRAIN_S
         if self._stop.is_set():
-            budget = min(budget, self.life.remaining_s() - _SHUTDOWN_RESERVE_S)
-        deadline = time.monotonic() + budget
-        while self._caught_up() and time.monotonic() < deadline:
-            if self._lists_work():
-                self._write([], {}, self.model.version, {})
-                self.flush_writes()
-            elif self._lists_running():
-                time.sleep(0.005)
-            else:
-                return
+            budget = min(budget, self.life.remaining_s() - SHUTDOWN_RESERVE_S)
+        self.lists.drain(budget, self._write_lists)
+
+    def _write_lists(self) -> None:
+        self._write([], {}, self.model.version, {})
+        self.flush_writes()
 
     def _caught_up(self) -> bool:
         """The model has learned everything Redis holds (restores re-learn quietly first)."""
         return all(self.model_offsets.get(f, 0) >= off for f, off in self.stored_offsets.items())
 
-    def _popularity(
-        self, fresh: list[tuple[Any, Event]]
-    ) -> dict[str | None, list[tuple[str, float]]]:
-        """Absolute, time-invariant log scores of the items this batch touched, globally and
-        per segment of the users who touched them (see DecayedPopularity.log_scores)."""
-        pop = self.model.popularity
-        by_segment: dict[str | None, set[str]] = defaultdict(set)
-        segments: dict[str, tuple[str, ...]] = {}
-        for _, e in fresh:
-            by_segment[None].add(e.item)
-            user_segs = segments.get(e.user)
-            if user_segs is None:
-                user_segs = segments[e.user] = self.model.user_segments(e.user)
-            for seg in user_segs:
-                by_segment[seg].add(e.item)
-        out: dict[str | None, list[tuple[str, float]]] = {}
-        for seg, items in by_segment.items():
-            scores = pop.log_scores(items, seg)
-            if scores:
-                out[seg] = sorted(scores.items())
-        return out
-
-    def _feature_vectors(self, users: list[str]) -> dict[str, np.ndarray]:
-        tokens = {t for u in users for t in self.model.user_tokens(u)}
-        if not tokens:
-            return {}
-        vecs: dict[str, np.ndarray] = self.model.user_feature_vectors(sorted(tokens))
-        return {t: v for t, v in vecs.items() if np.isfinite(v).all()}
-
     def _update_lag(self, ends: dict[str, int]) -> None:
-        assert self.consumer is not None
-        for f, off in ends.items():
-            topic, _, part = f.rpartition(":")
-            high = self.consumer.highwater(TopicPartition(topic, int(part)))
-            if high is not None:
-                self._lag[f] = max(0, high - off)
-                self.metrics.lag.labels(part).set(self._lag[f])
+        for f, behind in self.group.lag(ends).items():
+            self._lag[f] = behind
+            self.metrics.lag.labels(f.rpartition(":")[2]).set(behind)
 
-    def _load_seen(self, users: list[str]) -> None:
-        if not users:
-            return
-        limit = max(self.cfg.trainer.seen_max, 1)
-        for u, items in self._redis(lambda: self.store.read_seen(users)).items():
-            self.seen[u] = _Seen(limit, items)
-        for u in users:
-            if u not in self.seen:
-                self.seen[u] = _Seen(limit)
+    def _read_seen(self, users: list[str]) -> dict[str, list[str]]:
+        return self.outage.redis(lambda: self.store.read_seen(users))
 
     def _commit(self, ends: dict[str, int]) -> None:
         """Kafka's committed offsets are for lag monitoring only: a failure is harmless."""
-        assert self.consumer is not None
-        offsets = {}
-        for f, off in ends.items():
-            topic, _, part = f.rpartition(":")
-            offsets[TopicPartition(topic, int(part))] = OffsetAndMetadata(off, "", -1)
-        if not offsets:
+        if not ends:
             return
         t0 = time.perf_counter()
-        self._last_commit = offsets
-        try:  # asynchronous: a synchronous commit waited one broker round trip per batch
-            self.consumer.commit_async(offsets, callback=_commit_done)
-        except Exception as e:  # a rebalance in progress, a broker blip: lag lags, no loss
-            log.warning("Kafka commit failed (harmless, Redis holds the offsets): %s", e)
+        self.group.commit(ends)
         self._phase("commit", t0)
 
-    # -- checkpoints -------------------------------------------------------------------------
-
-    def _maybe_checkpoint(self) -> None:
-        t = self.cfg.trainer
-        if (
-            self._events_since_ckpt >= t.checkpoint_every_events
-            or time.monotonic() - self._last_ckpt >= t.checkpoint_every_s
-        ):
-            self.checkpoint()
-
     def checkpoint(self) -> Path:
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        path = self.ckpt_dir / f"ckpt-{int(time.time() * 1000):015d}"
-        self.model.save(
-            path, metadata={"offsets": dict(self.model_offsets), "counts": dict(self.user_counts)}
-        )
-        # keep a few: after Redis loses its last writes the newest may be past its offsets
-        for old in _checkpoints(self.ckpt_dir)[: -self.cfg.trainer.checkpoint_keep]:
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
-        self._events_since_ckpt = 0
-        self._last_ckpt = time.monotonic()
-        log.info("checkpoint %s (offsets %s)", path.name, self.model_offsets)
-        return path
-
-
-_REBALANCE_POLL_MS = 5000
-
-
-def _rebalance_pending(consumer: KafkaConsumer) -> bool:
-    """Whether the next poll will rebalance the group (kafka-python 3.0.12 internals).
-
-    That poll must be given time to finish the JoinGroup/SyncGroup round trips: when its
-    timeout expires between them, the leader has already recorded its assignment, so the
-    next poll sees nothing to rejoin and the assignment is never applied; the consumer then
-    holds no partitions forever (seen here: a metadata refresh ~1 s after the first join
-    triggers such a rebalance, and a 10 ms batch-closing poll lost it every time).
-    """
-    coordinator = getattr(consumer, "_coordinator", None)
-    need_rejoin = getattr(coordinator, "need_rejoin", None)
-    stable = getattr(coordinator, "stable", None)
-    if need_rejoin is None or stable is None:
-        return False
-    try:
-        # Not stable: a poll began the rejoin (the metadata change came in during it) and its
-        # round trips are still running; a short poll now would lose them as above (seen:
-        # 20 s without partitions at a 10 ms batch wait).
-        return bool(need_rejoin()) or not stable()
-    except Exception:  # internals changed: rely on the _check_assignment watchdog
-        return False
+        return self.checkpoints.save(self.model, self.model_offsets, self.user_counts)
 
 
 def event_rules(cfg: Config) -> EventRules:
@@ -1118,114 +628,9 @@ def event_rules(cfg: Config) -> EventRules:
     )
 
 
-def _arrival(
-    polled: Mapping[Any, Sequence[Any]], now: float, wall_ms: float, since: float
-) -> float:
-    """When the oldest record of a new batch arrived, on the monotonic clock: what the batch
-    window (batch_max_wait_ms) counts from.
-
-    Records that came while the loop was busy with the previous batch have already waited;
-    counting from the poll that found them made them wait a full window more (20 ms of the
-    freshness at 5k events/s). Their Kafka timestamps say how long, bounded by the loop's
-    own clock: no earlier than the poll before (a clock skewed behind, or an old replayed
-    stream, must not close every batch at once) and no later than now (a clock ahead).
-    """
-    oldest = min((recs[0].timestamp for recs in polled.values() if recs), default=wall_ms)
-    age_s = max(0.0, (wall_ms - oldest) / 1000)
-    return max(since, now - age_s)
-
-
-def _await_group_metadata(consumer: KafkaConsumer, topic: str, timeout_s: float = 10) -> None:
-    """Let kafka-python 3.0.12's group metadata see the topic before the first join.
-
-    Its snapshot of the subscribed topics' partitions starts empty and is filled by the next
-    metadata response. A join before that records an empty snapshot with the assignment; the
-    response then differs from it and forces a second rebalance a second later. That one is
-    the dangerous one: begun inside a short batch-closing poll, it can end with no partitions
-    for two session timeouts (seen at a 20 ms batch wait, one run in three). Waiting here for
-    the snapshot (about 0.1 s) removes that rebalance.
-    """
-    coordinator = getattr(consumer, "_coordinator", None)
-    cluster = getattr(coordinator, "_cluster", None)
-    if cluster is None or not hasattr(cluster, "request_update"):
-        return  # internals changed: the _check_assignment watchdog still covers a stall
-    cluster.request_update()
-    deadline = time.monotonic() + timeout_s
-    while not getattr(coordinator, "_metadata_snapshot", {}).get(topic):
-        if time.monotonic() > deadline:
-            log.warning("no group metadata for %s after %.0f s: joining anyway", topic, timeout_s)
-            return
-        time.sleep(0.01)
-
-
-class _Seen(dict[str, None]):
-    """A user's items for exclusion, oldest first, bounded: O(1) to re-add or evict (a deque
-    made every re-add a scan of up to seen_max items; py-spy: 8 % of the trainer)."""
-
-    def __init__(self, limit: int, items: Iterable[str] = ()):
-        super().__init__()
-        self.limit = limit
-        self.add_all(items)
-
-    def add_all(self, items: Iterable[str]) -> None:
-        for item in items:
-            self.pop(item, None)
-            self[item] = None
-            if len(self) > self.limit:
-                del self[next(iter(self))]
-
-
-_DRAIN_RECS_S = 5.0  # at shutdown, refresh due lists for at most this long
-# Of a stop's grace period, what the steps after the loop need (consumer close, lease,
-# clients): lists, outage retries and the final checkpoint leave this much untouched.
-_SHUTDOWN_RESERVE_S = 4.0
-# Collector thresholds (Python's default is 700, 10, 10). Full passes walk the trainer's
-# growing maps (ids, seen sets): 25-45 ms every 3 s at the default, so generation 2 waits for
-# 2.5 million net allocations, not 70,000. The young generation must stay small: kafka-python
-# leaves a reference cycle (a timeout exception, its traceback and frames) in every poll that
-# waits out its timeout, 7,000 objects a second at 5k events/s, and at a 50,000-object young
-# generation each pass freed 35,000 of them in one 30-45 ms stop (measured with gc.callbacks).
-# At 5,000: passes of 1-8 ms, no full pass in a 60 s freshness run, p99 freshness 83-92 ms
-# against 106.
+# Collector thresholds (default 700, 10, 10): young passes small and frequent (every poll
+# that times out leaves a reference cycle), full passes over the growing id maps rare.
 _GC_THRESHOLDS = (5_000, 10, 50)
-# Users per ranking job. Smaller jobs hold the interpreter lock and Redis (the script that
-# writes their lists) for shorter stretches: at 5k events/s, freshness p99 was 68-75 ms with
-# 128, 81-85 with 256 and 88-119 with 512, for 106k, 104k and 115k lists ranked a minute.
-_RANK_JOB_USERS = 128
-
-
-def _commit_done(offsets: Any, result: Any) -> None:
-    if isinstance(result, Exception):
-        log.warning("Kafka commit failed (harmless, Redis holds the offsets): %s", result)
-
-
-def _checkpoints(folder: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (names sort by time)."""
-    return sorted(p for p in folder.glob("ckpt-*") if "tmp" not in p.name)
-
-
-class _Outage:
-    """Logs an unavailable dependency once when it goes down and once when it is back."""
-
-    def __init__(self, life: Lifecycle) -> None:
-        self.since: dict[str, float] = {}
-        self.life = life
-
-    def down(self, what: str, err: BaseException) -> None:
-        if what not in self.since:
-            self.since[what] = time.monotonic()
-            log.warning("%s unavailable (%s): pausing, nothing is dropped", what, err)
-            self.life.outage(what, f"{type(err).__name__}: {err}")
-
-    def up(self, what: str) -> None:
-        since = self.since.pop(what, None)
-        if since is not None:
-            log.info("%s is back after %.1f s: resuming", what, time.monotonic() - since)
-            self.life.outage(what, None)
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def main(cfg: Config | None = None, life: Lifecycle | None = None) -> int:

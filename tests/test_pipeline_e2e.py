@@ -104,7 +104,8 @@ def test_deferred_lists_catch_up_when_idle(
     """With a tiny recs_time_share a batch of 1,000 new users leaves most lists due (readers
     rank those users in real time meanwhile); the trainer refreshes them once events stop,
     and then every user's precomputed list is at least as new as their vector."""
-    from streamrec.consumers.trainer import _RANK_JOB_USERS, Trainer
+    from streamrec.consumers.lists import RANK_JOB_USERS
+    from streamrec.consumers.trainer import Trainer
 
     cfg = config.replace(
         trainer={
@@ -143,7 +144,7 @@ def test_deferred_lists_catch_up_when_idle(
     assert trainer.stats.events == len(events)
     # one ranking job at a time, resting 999x its time under the share: after the first
     # batch at most one job's users are out of the due set
-    assert due_after_first and due_after_first[0] >= len(users) - _RANK_JOB_USERS
+    assert due_after_first and due_after_first[0] >= len(users) - RANK_JOB_USERS
     assert not trainer.recs_due
 
     keys = Keys(cfg.redis.prefix)

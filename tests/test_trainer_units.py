@@ -1,5 +1,5 @@
 """Trainer pieces that need no servers: the batch window counts from when a batch's oldest
-record arrived (`_arrival`); ranking jobs reuse an item matrix as long as readers keep theirs;
+record arrived (`arrival`); ranking jobs reuse an item matrix as long as readers keep theirs;
 collector passes are timed into the metrics."""
 
 from __future__ import annotations
@@ -7,14 +7,14 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from streamrec.consumers.batches import arrival
 from streamrec.consumers.config import Config
-from streamrec.consumers.metrics import TrainerMetrics
-from streamrec.consumers.trainer import Trainer, _arrival
+from streamrec.consumers.lists import DueLists
+from streamrec.consumers.metrics import TrainerMetrics, TrainerStats
 from streamrec.model.base import ItemMatrix
 
 NOW = 1000.0  # monotonic seconds
@@ -29,23 +29,23 @@ class Rec:
 def test_records_that_waited_during_the_last_batch_count_their_wait() -> None:
     # 30 ms old, the loop last listened 100 ms ago: the window started 30 ms ago
     polled = {"p0": [Rec(int(WALL_MS) - 30), Rec(int(WALL_MS) - 5)]}
-    assert _arrival(polled, NOW, WALL_MS, since=NOW - 0.1) == pytest.approx(NOW - 0.03)
+    assert arrival(polled, NOW, WALL_MS, since=NOW - 0.1) == pytest.approx(NOW - 0.03)
 
 
 def test_oldest_first_record_of_any_partition() -> None:
     polled = {"p0": [Rec(int(WALL_MS) - 10)], "p1": [Rec(int(WALL_MS) - 40)], "p2": []}
-    assert _arrival(polled, NOW, WALL_MS, since=NOW - 1) == pytest.approx(NOW - 0.04)
+    assert arrival(polled, NOW, WALL_MS, since=NOW - 1) == pytest.approx(NOW - 0.04)
 
 
 def test_an_old_stream_counts_only_from_the_poll_before() -> None:
     # a replay of day-old events: they cannot have waited longer than since the last poll
     polled = {"p0": [Rec(int(WALL_MS) - 86_400_000)]}
-    assert _arrival(polled, NOW, WALL_MS, since=NOW - 0.05) == NOW - 0.05
+    assert arrival(polled, NOW, WALL_MS, since=NOW - 0.05) == NOW - 0.05
 
 
 def test_a_producer_clock_ahead_counts_from_now() -> None:
     polled = {"p0": [Rec(int(WALL_MS) + 5_000)]}
-    assert _arrival(polled, NOW, WALL_MS, since=NOW - 0.05) == NOW
+    assert arrival(polled, NOW, WALL_MS, since=NOW - 0.05) == NOW
 
 
 class _Model:
@@ -59,18 +59,24 @@ class _Model:
         return ItemMatrix(ids, np.zeros((self.n_items, 64), np.float32), np.zeros(self.n_items))
 
 
+def _lists(cfg: Config) -> DueLists:
+    return DueLists(
+        cfg, TrainerMetrics(), TrainerStats(), caught_up=lambda: True, read_seen=lambda users: {}
+    )
+
+
 def test_ranking_jobs_reuse_the_item_matrix_as_long_as_readers_keep_theirs() -> None:
     cfg = Config().replace(trainer={"matrix_every_ms": 1000})
-    big = SimpleNamespace(cfg=cfg, model=_Model(8192), _rank_matrix=None)  # 2 MiB: 1 s
-    first = Trainer._ranking_matrix(big)  # type: ignore[arg-type]
-    assert Trainer._ranking_matrix(big) is first and big.model.builds == 1  # type: ignore[arg-type]
-    big._rank_matrix = (time.monotonic() - 1.5, first)  # older than its second
-    assert Trainer._ranking_matrix(big) is not first and big.model.builds == 2  # type: ignore[arg-type]
-    small = SimpleNamespace(cfg=cfg, model=_Model(4), _rank_matrix=None)  # 1 kB: ~1 ms
-    Trainer._ranking_matrix(small)  # type: ignore[arg-type]
+    big, model = _lists(cfg), _Model(8192)  # 2 MiB: 1 s
+    first = big.ranking_matrix(model)
+    assert big.ranking_matrix(model) is first and model.builds == 1
+    big._matrix = (time.monotonic() - 1.5, first)  # older than its second
+    assert big.ranking_matrix(model) is not first and model.builds == 2
+    small, model = _lists(cfg), _Model(4)  # 1 kB: ~1 ms
+    small.ranking_matrix(model)
     time.sleep(0.01)
-    Trainer._ranking_matrix(small)  # type: ignore[arg-type]
-    assert small.model.builds == 2
+    small.ranking_matrix(model)
+    assert model.builds == 2
 
 
 def _gc_passes(m: TrainerMetrics, generation: str) -> float:
