@@ -273,8 +273,17 @@ def assert_broker_holds(
         wrong = sum(g != x for g, x in zip(got, expected[p], strict=True))
         assert not wrong, f"partition {p}: {wrong} records differ from the publishing order"
         assert all(r.headers == [header] for r in plog.records), plog.records[0].headers
+        want = CODEC_IDS[codec]
         codecs = {b.codec for b in plog.batches}
-        assert codecs == {CODEC_IDS[codec]}, f"partition {p}: batch codecs {codecs}, want {codec}"
+        # librdkafka sends a batch uncompressed when compressing would not shrink it (a
+        # batch of a few records at the end of a send): allowed, but only for small ones.
+        plain = [b for b in plog.batches if b.codec != want]
+        assert codecs <= {want, CODEC_IDS["none"]}, f"partition {p}: batch codecs {codecs}"
+        assert all(len(b.records) <= 8 for b in plain), (
+            f"partition {p}: uncompressed batches of {[len(b.records) for b in plain]} records"
+        )
+        packed = sum(len(b.records) for b in plog.batches if b.codec == want)
+        assert packed >= 0.9 * len(got), f"partition {p}: {packed} of {len(got)} records {codec}"
     print(
         f"\n{codec}: {sum(len(v.batches) for v in logs.values())} batches, "
         f"{sum(len(v.records) for v in logs.values())} records"
