@@ -41,7 +41,9 @@ class ModelConfig:
     """Model and optimiser settings; every field is documented in docs/configuration.md."""
 
     dim: int = 32
-    learning_rate: float = 0.25  # SGD with row_scaling 0.5; see tests/test_model_learning.py
+    learning_rate: float = (
+        0.25  # SGD with row_scaling 0.5; see tests/unit/model/test_model_learning.py
+    )
     # Multiplies the gradient of user id rows (embedding and user bias) before the clip and
     # the step. A user row gets one step per mini-batch from its few events there, while an
     # item row sums the gradients of every event and negative that touches it; scaled up, the

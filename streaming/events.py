@@ -3,7 +3,7 @@
 Errors are values (bytewax style): `parse` never raises on bad input, it returns a `Rejected`
 with a fixed reason code, so a consumer splits good records from dead letters without
 try/except around every record, and nothing unchecked can reach the model. Every rule below
-has a reason code and a test in tests/test_events.py.
+has a reason code and a test in tests/unit/streaming/test_events.py.
 """
 
 from __future__ import annotations

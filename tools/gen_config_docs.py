@@ -12,8 +12,9 @@ in the source of its dataclass, read with `tokenize`:
    that gives a special value ("0: never.");
 3. else the text in `FALLBACK` below, for fields the source leaves uncommented.
 
-A comment added in the source later wins over `FALLBACK`. `tests/test_config.py` checks the
-file is up to date, so a new setting fails the tests until `make docs` is run.
+A comment added in the source later wins over `FALLBACK`.
+`tests/unit/consumers/test_config.py` checks the file is up to date, so a new setting fails the
+tests until `make docs` is run.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 OUTPUT = ROOT / "docs" / "configuration.md"
 
 SECTION_TITLES = {

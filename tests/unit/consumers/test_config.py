@@ -10,7 +10,7 @@ import pytest
 from streamrec.consumers.config import Config, env_name, settings
 from streamrec.model.config import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 
 
 def test_defaults_are_valid_and_every_setting_has_a_unique_env_name() -> None:

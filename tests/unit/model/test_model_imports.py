@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
+MODEL_DIR = (
+    next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists()) / "model"
+)
 
 
 def test_package_and_light_modules_do_not_import_tensorflow() -> None:

@@ -14,7 +14,7 @@ from streamrec.model.runtime import configure_threads
 
 configure_threads(1, 1)  # before the first TF op: 2 shared cores
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 
 
 def _members(proto: type) -> set[str]:

@@ -2,7 +2,8 @@
 structure is checked here against what a structureless generator would produce: if one of these
 fails, a model test that passes on this data proves nothing.
 
-Run as a script (`python tests/test_synthetic.py`) to time 1M events; speed is not a test.
+Run as a script (`python tests/unit/streaming/test_synthetic.py`) to time 1M events; speed is
+not a test.
 """
 
 from __future__ import annotations
