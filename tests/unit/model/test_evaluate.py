@@ -532,6 +532,9 @@ def test_clustered_standard_errors() -> None:
 def test_docstring_examples_run() -> None:
     import doctest
 
-    from streamrec.model import evaluate
+    from streamrec.model import evaluate, metrics
 
-    assert doctest.testmod(evaluate).failed == 0
+    for module in (evaluate, metrics):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 or module is evaluate, module.__name__
+        assert result.failed == 0, module.__name__
