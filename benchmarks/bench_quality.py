@@ -18,8 +18,9 @@ The model (`OnlineRecommender`, default config unless --model) runs beside popul
 decayed popularity and `OnlineMF` on the same queries. Printed and written per regime: HR@10
 and NDCG@10 with standard errors (user-clustered within a seed, combined over seeds), HR@10
 of cold users, and the events per second of each protocol. `--json` writes
-`regimes.<regime>.<recommender>.{hr10,hr10_se,ndcg10,ndcg10_se}` (fresh protocol, mean over
-seeds) with `.minibatch` and `.seeds` beside them.
+`regimes.<regime>.<recommender>.{hr10,hr10_se,ndcg10,ndcg10_se}` (mean over seeds, for the
+first of --protocols: fresh unless told) with `.minibatch` and `.seeds` (per seed) beside
+them, the regimes' shapes under `streams` and the speeds under `throughput`.
 """
 
 from __future__ import annotations
