@@ -11,12 +11,14 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: install demo test unit lint format services-up services-down services-status bench clean
 
-$(STAMP): pyproject.toml
+# The development tooling (local Kafka and Redis, tools/devservices) is a separate distribution,
+# installed editable beside the runtime package: the runtime wheel does not carry it.
+$(STAMP): pyproject.toml tools/devservices/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 needed")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	@echo "installing streamrec and its dependencies into $(VENV) (TensorFlow is the big one: a minute or two)"
-	$(BIN)/python -m pip install --progress-bar on -e '.[test]'
+	$(BIN)/python -m pip install --progress-bar on -e '.[test]' -e tools/devservices
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -41,7 +43,8 @@ lint: install
 	ln -sfn ../../streaming .mypy_tree/streamrec/streaming
 	ln -sfn ../../model .mypy_tree/streamrec/model
 	ln -sfn ../../consumers .mypy_tree/streamrec/consumers
-	$(BIN)/mypy -p streamrec.streaming -p streamrec.consumers
+	ln -sfn ../tools/devservices/streamrec_devservices .mypy_tree/streamrec_devservices
+	$(BIN)/mypy -p streamrec.streaming -p streamrec.consumers -p streamrec_devservices
 	PYTHONPATH=.mypy_tree $(BIN)/lint-imports --no-cache --no-logo
 
 format: install

@@ -56,32 +56,17 @@ def add_services_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
 
 
 def run_services(args: argparse.Namespace, cfg: ServicesConfig) -> int:
-    """Exit codes: 0 done, 1 a server failed (or an unknown one was named), 3 `status` found
-    one not healthy (LSB's "program is not running")."""
-    from streamrec.streaming import services
+    """The local servers are development tooling (`streamrec-devservices`, installed by `make
+    install`), found through an entry point: without it, one line saying so and exit code 2.
+    Otherwise its exit codes: 0 done, 1 a server failed, 3 `status` found one not healthy."""
+    from streamrec.consumers import plugins
 
-    logging.getLogger("kafka").setLevel(logging.ERROR)  # connection chatter while probing
-    which = args.services or None
     try:
-        if args.action == "up":
-            st = services.up(cfg, which)
-        elif args.action == "down":
-            st = services.down(cfg, which)
-        else:
-            st = services.status(cfg, which)
-    except (services.ServicesError, ConfigError) as e:
-        print(f"streamrec services {args.action}: {e}", file=sys.stderr)
-        return 1
-    for line in st.lines():
-        print(line)
-    if args.action == "up":
-        if st.bootstrap:
-            print(f"STREAMREC_KAFKA_BOOTSTRAP={st.bootstrap}")
-        if st.redis_url:
-            print(f"STREAMREC_REDIS_URL={st.redis_url}")
-    if args.action == "status" and not st.healthy:
-        return 3
-    return 0
+        services = plugins.services()
+    except plugins.PluginMissing as e:
+        print(e, file=sys.stderr)
+        return 2
+    return int(services.services_command(args.action, args.services or None, cfg))
 
 
 def cmd_services(args: argparse.Namespace, cfg: Config) -> int:

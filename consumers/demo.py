@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
@@ -83,8 +84,13 @@ def main(
     out_dir = Path("reports") / "demo"
     out_dir.mkdir(parents=True, exist_ok=True)
     if local_services:
-        from streamrec.streaming import services
+        from streamrec.consumers import plugins
 
+        try:
+            services = plugins.services()
+        except plugins.PluginMissing as e:
+            print(f"{e} (or run `streamrec demo --no-services`)", file=sys.stderr)
+            return 2
         services.up(cfg.services)
     dcfg = demo_config(cfg, home)
     reset(dcfg, home)

@@ -1,7 +1,7 @@
 """Topic creation for the trainer, the tools and the tests.
 
 Why it is code and not broker auto-creation: the local broker runs with
-`auto.create.topics.enable=false` (see `streaming.services`), because an auto-created topic
+`auto.create.topics.enable=false` (see `streamrec_devservices`), because an auto-created topic
 gets the broker's default partition count and no compaction, silently. The events topic's
 partition count fixes which trainer owns which user and the catalogue topics must
 be compacted, so every topic is created here, explicitly and idempotently.

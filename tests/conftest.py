@@ -4,7 +4,7 @@ Servers, in this order, per server:
 1. `STREAMREC_KAFKA_BOOTSTRAP` / `STREAMREC_REDIS_URL` when set: CI or a person already runs
    them, and tests must not start a second copy;
 2. testcontainers, when a Docker engine answers (the usual way on a developer's machine);
-3. the project's own local servers (`streaming.services`), which need only Java and Debian's
+3. the project's own local servers (`streamrec_devservices`), which need only Java and Debian's
    redis-server: this is what runs where there is no Docker engine.
 
 Local servers that were already running before the session are reused and left running; the
@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
+import streamrec_devservices as services
 from streamrec.consumers.config import Config
-from streamrec.streaming import services
 from streamrec.streaming.admin import create_topics
 from streamrec.streaming.config import ServicesConfig
 from streamrec.streaming.store import delete_prefix
@@ -136,7 +136,7 @@ def _local(services_config: ServicesConfig) -> Iterator[LocalServices]:
 
 @pytest.fixture(scope="session")
 def local_services(_local: LocalServices) -> services.ServicesStatus:
-    """Both local servers, running and healthy (for the tests of `streaming.services`)."""
+    """Both local servers, running and healthy (for the tests of `streamrec_devservices`)."""
     st = _local.ensure(services.KAFKA, services.REDIS)
     assert st.healthy, st.lines()
     return st

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+import streamrec_devservices as services
 from streamrec.consumers.config import Config
 from streamrec.consumers.trainer import Trainer
-from streamrec.streaming import services
 from streamrec.streaming.config import ServicesConfig
 from streamrec.streaming.keys import Keys, decode_vector
 

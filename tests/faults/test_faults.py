@@ -32,8 +32,9 @@ from pipeline_helpers import (
     wait_until,
 )
 
+import streamrec_devservices as services
 from streamrec.consumers.config import Config
-from streamrec.streaming import kafka_io, services
+from streamrec.streaming import kafka_io
 from streamrec.streaming.admin import create_topics
 from streamrec.streaming.config import ServicesConfig
 from streamrec.streaming.events import REASONS

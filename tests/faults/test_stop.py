@@ -18,8 +18,9 @@ import pytest
 import redis
 from pipeline_helpers import TrainerProcess, private_services, stored_offsets, wait_until
 
+import streamrec_devservices as services
 from streamrec.consumers.config import Config
-from streamrec.streaming import kafka_io, services
+from streamrec.streaming import kafka_io
 from streamrec.streaming.admin import create_topics
 from streamrec.streaming.config import ServicesConfig
 from streamrec.streaming.synthetic import SyntheticConfig, SyntheticStream

@@ -36,8 +36,9 @@ from pipeline_helpers import (
     stored_offsets,
 )
 
+import streamrec_devservices as services
 from streamrec.consumers.config import Config
-from streamrec.streaming import kafka_io, services
+from streamrec.streaming import kafka_io
 from streamrec.streaming.admin import create_topics
 from streamrec.streaming.config import KafkaConfig, ServicesConfig
 from streamrec.streaming.keys import Keys, decode_vector, offset_field

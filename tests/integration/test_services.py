@@ -22,11 +22,12 @@ from pathlib import Path
 
 import pytest
 
+import streamrec_devservices as services
 from streamrec.consumers.cli import run
 from streamrec.consumers.config import Config
-from streamrec.streaming import services
 from streamrec.streaming.admin import create_topics
 from streamrec.streaming.config import ServicesConfig
+from streamrec_devservices import artifacts, common, kafka_server, prereqs, redis_server, supervise
 
 integration = pytest.mark.integration
 
@@ -211,7 +212,7 @@ def test_failed_up_leaves_nothing_running(throwaway: ServicesConfig) -> None:
             services.up(throwaway)
     st = services.status(throwaway)
     assert st.kafka is not None and st.kafka.pid is None
-    assert services._port_free(throwaway.kafka_port)
+    assert supervise.port_free(throwaway.kafka_port)
     assert _processes_using(throwaway.home) == [], "the Kafka this up started is still alive"
     assert not Path(throwaway.home, "run", "kafka", "kafka.pid").exists()
 
@@ -234,7 +235,7 @@ def test_throwaway_home_up_up_down(throwaway: ServicesConfig) -> None:
     stopped = services.down(throwaway)
     assert stopped.kafka is not None and stopped.kafka.pid is None
     assert stopped.redis is not None and stopped.redis.pid is None
-    assert services._port_free(throwaway.kafka_port) and services._port_free(throwaway.redis_port)
+    assert supervise.port_free(throwaway.kafka_port) and supervise.port_free(throwaway.redis_port)
 
 
 @integration
@@ -299,7 +300,7 @@ def _fake_dist(root: Path, version: str = "4.1.1") -> Path:
         (dist / "libs" / name).write_bytes(data)
     stamp = {
         "kafka_version": version,
-        "pom_sha256": services._pom_digest(version),
+        "pom_sha256": artifacts._pom_digest(version),
         "jars": {n: len(d) for n, d in jars.items()},
     }
     (dist / ".complete").write_text(json.dumps(stamp))
@@ -308,16 +309,16 @@ def _fake_dist(root: Path, version: str = "4.1.1") -> Path:
 
 def test_jar_stamp_is_trusted_only_when_complete(tmp_path: Path) -> None:
     dist = _fake_dist(tmp_path)
-    assert services._jars_ready(dist, "4.1.1") == ["a.jar", "b.jar"]
-    assert services._jars_ready(dist, "4.1.0") is None  # another version's stamp
+    assert artifacts._jars_ready(dist, "4.1.1") == ["a.jar", "b.jar"]
+    assert artifacts._jars_ready(dist, "4.1.0") is None  # another version's stamp
     (dist / "libs" / "b.jar").write_bytes(b"b")  # size differs from the stamp
-    assert services._jars_ready(dist, "4.1.1") is None
+    assert artifacts._jars_ready(dist, "4.1.1") is None
     (dist / "libs" / "b.jar").write_bytes(b"bb")
     stamp = json.loads((dist / ".complete").read_text())
     (dist / ".complete").write_text(json.dumps({**stamp, "pom_sha256": "0" * 64}))
-    assert services._jars_ready(dist, "4.1.1") is None  # made from another pom
+    assert artifacts._jars_ready(dist, "4.1.1") is None  # made from another pom
     (dist / ".complete").unlink()  # the stamp is written last: no stamp, no trust
-    assert services._jars_ready(dist, "4.1.1") is None
+    assert artifacts._jars_ready(dist, "4.1.1") is None
 
 
 def test_cache_of_an_older_pom_is_completed_in_place(
@@ -343,7 +344,7 @@ def test_cache_of_an_older_pom_is_completed_in_place(
         "printf l > $out/log4j-slf4j-impl-2.24.3.jar; printf t > $out/kafka-tools-4.1.1.jar\n"
     )
     fake_mvn.chmod(0o755)
-    monkeypatch.setattr(services, "_maven", lambda cfg: str(fake_mvn))
+    monkeypatch.setattr(prereqs, "maven", lambda cfg: str(fake_mvn))
     folder, kept = libs.stat().st_ino, (libs / f"kafka-clients-{version}.jar").stat().st_ino
 
     cfg = ServicesConfig(home=str(tmp_path / "home"), cache_dir=str(tmp_path / "cache"))
@@ -351,14 +352,14 @@ def test_cache_of_an_older_pom_is_completed_in_place(
     assert sorted(p.name for p in libs.iterdir()) == new
     assert libs.stat().st_ino == folder
     assert (libs / f"kafka-clients-{version}.jar").stat().st_ino == kept  # same artifact: kept
-    assert services._jars_ready(libs.parent, version) == new
+    assert artifacts._jars_ready(libs.parent, version) == new
     assert not (libs.parent / "libs.partial").exists()
 
 
 def test_missing_java_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("JAVA_HOME", str(tmp_path))
     with pytest.raises(services.ServicesError, match=r"Java 17 or newer.*JAVA_HOME"):
-        services._java()
+        prereqs.java()
 
 
 def test_old_java_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -368,33 +369,33 @@ def test_old_java_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     java.chmod(0o755)
     monkeypatch.setenv("JAVA_HOME", str(tmp_path))
     with pytest.raises(services.ServicesError, match="is Java 8"):
-        services._java()
+        prereqs.java()
 
 
 def test_missing_maven_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(services.ServicesError, match=r"apt-get install -y maven"):
-        services._maven(ServicesConfig(auto_install=False))
+        prereqs.maven(ServicesConfig(auto_install=False))
 
 
 def test_generated_configs(tmp_path: Path) -> None:
     cfg = ServicesConfig(
         home=str(tmp_path), kafka_port=19092, kafka_controller_port=19093, redis_port=16379
     )
-    paths = services._Paths.of(cfg)
-    props = services._Kafka(cfg, paths)._properties()
+    paths = common.Paths.of(cfg)
+    props = kafka_server.KafkaServer(cfg, paths)._properties()
     assert "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093\n" in props
     assert "controller.quorum.voters=1@127.0.0.1:19093\n" in props
     assert "auto.create.topics.enable=false\n" in props
     assert "offsets.topic.replication.factor=1\n" in props
     assert f"log.dirs={tmp_path / 'run' / 'kafka' / 'data'}\n" in props
-    conf = services._Redis(cfg, paths)._conf()
+    conf = redis_server.RedisServer(cfg, paths)._conf()
     for line in ("bind 127.0.0.1", "port 16379", "appendonly yes", "appendfsync everysec"):
         assert f"{line}\n" in conf
     assert "maxmemory-policy noeviction\n" in conf
     assert "hash-max-listpack-value 512\n" in conf
     assert 'save ""\n' in conf and "auto-aof-rewrite-percentage 400\n" in conf
-    pom = services.POM_TEMPLATE.substitute(
+    pom = artifacts.POM_TEMPLATE.substitute(
         kafka_version="4.1.1", log4j_version="2.24.3", plugin_version="3.8.1"
     )
     assert "<artifactId>kafka_2.13</artifactId>" in pom and "log4j-slf4j-impl" in pom
@@ -407,7 +408,7 @@ def test_cluster_id_is_a_kafka_uuid() -> None:
     import base64
 
     for _ in range(200):
-        cid = services._kafka_cluster_id()
+        cid = kafka_server._kafka_cluster_id()
         assert len(cid) == 22 and not cid.startswith("-")
         assert len(base64.urlsafe_b64decode(cid + "==")) == 16
 

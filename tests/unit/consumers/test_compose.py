@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+import streamrec_devservices as services
 from streamrec.consumers.config import settings
-from streamrec.streaming import services
 
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 COMPOSE = ROOT / "docker-compose.yml"
