@@ -7,9 +7,19 @@ one process config read from `STREAMREC_*` environment variables.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from streamrec.model.config import ConfigError
+from streamrec.streaming.security import (
+    KAFKA_PROTOCOLS,
+    KAFKA_SASL_MECHANISMS,
+    NO_SECRET,
+    Secret,
+    redact_url,
+    redis_tls,
+    require_file,
+    url_password,
+)
 
 
 def _require(cond: bool, setting: str, message: str) -> None:
@@ -39,6 +49,16 @@ class KafkaConfig:
     # expires: 10 s here (kafka-python's default is 45 s) bounds a restart or takeover.
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
+    # PLAINTEXT, SASL_PLAINTEXT, SSL or SASL_SSL (kafka-python `security_protocol`)
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"  # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; SASL_* only
+    sasl_username: str = ""  # SASL user; required by SASL_PLAINTEXT and SASL_SSL
+    # SASL password; or ..._SASL_PASSWORD_FILE: read from that file. Never printed.
+    sasl_password: Secret = NO_SECRET
+    ssl_cafile: str = ""  # CA bundle (PEM) the broker's certificate must chain to; SSL/SASL_SSL
+    ssl_certfile: str = ""  # client certificate (PEM) for mutual TLS; SSL/SASL_SSL
+    ssl_keyfile: str = ""  # private key (PEM) of the client certificate; SSL/SASL_SSL
+    ssl_check_hostname: bool = True  # the broker's certificate must name the host dialled
 
     def __post_init__(self) -> None:
         _require(bool(self.bootstrap.strip()), "bootstrap", "must name at least one host:port")
@@ -70,6 +90,41 @@ class KafkaConfig:
             "heartbeat_interval_ms",
             "must be >= 1 and at most a third of session_timeout_ms",
         )
+        _check_kafka_security(self)
+
+
+def _check_kafka_security(c: KafkaConfig) -> None:
+    """Unknown names, SASL without credentials, and settings the protocol would ignore (a
+    password set for a PLAINTEXT listener is a mistake to say, not to drop silently)."""
+    _require(
+        c.security_protocol in KAFKA_PROTOCOLS,
+        "security_protocol",
+        f"must be one of {', '.join(KAFKA_PROTOCOLS)}, got {c.security_protocol!r}",
+    )
+    _require(
+        c.sasl_mechanism in KAFKA_SASL_MECHANISMS,
+        "sasl_mechanism",
+        f"must be one of {', '.join(KAFKA_SASL_MECHANISMS)}, got {c.sasl_mechanism!r}",
+    )
+    sasl = c.security_protocol.startswith("SASL_")
+    tls = c.security_protocol.endswith("SSL")
+    for name in ("sasl_username", "sasl_password"):
+        if sasl:
+            _require(bool(getattr(c, name)), name, f"{c.security_protocol} needs it")
+        else:
+            _require(
+                not getattr(c, name), name, f"set, but {c.security_protocol} does not use SASL"
+            )
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        _require(
+            tls or not getattr(c, name), name, f"set, but {c.security_protocol} does not use TLS"
+        )
+        require_file(getattr(c, name), name)
+    _require(
+        not c.ssl_keyfile or bool(c.ssl_certfile),
+        "ssl_keyfile",
+        "a key needs its certificate (ssl_certfile)",
+    )
 
 
 @dataclass(frozen=True)
@@ -81,6 +136,21 @@ class RedisConfig:
     retries: int = 5
     backoff_base_ms: int = 20
     backoff_cap_ms: int = 2000
+    username: str = ""  # ACL user (Redis 6+); empty: the URL's, else `default`
+    # password; or ..._PASSWORD_FILE: read from that file; or in the URL. Never printed.
+    password: Secret = NO_SECRET
+    ssl: bool = False  # TLS even for a redis:// URL (a rediss:// URL always uses TLS)
+    ssl_cafile: str = ""  # CA bundle (PEM) the server's certificate must chain to; TLS only
+    ssl_certfile: str = ""  # client certificate (PEM) for mutual TLS; TLS only
+    ssl_keyfile: str = ""  # private key (PEM) of the client certificate; TLS only
+    ssl_check_hostname: bool = True  # the server's certificate must name the host dialled
+
+    def __repr__(self) -> str:
+        # the URL may carry a password: it is shown redacted, like everywhere else
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        shown["url"] = redact_url(self.url)
+        inner = ", ".join(f"{name}={value!r}" for name, value in shown.items())
+        return f"RedisConfig({inner})"
 
     def __post_init__(self) -> None:
         _require(
@@ -94,6 +164,19 @@ class RedisConfig:
         _require(0 <= self.retries <= 100, "retries", "must be in 0..100")
         _require(self.backoff_base_ms >= 1, "backoff_base_ms", "must be >= 1")
         _require(self.backoff_cap_ms >= self.backoff_base_ms, "backoff_cap_ms", "must be >= base")
+        _require(
+            not (self.password and url_password(self.url)),
+            "password",
+            "given twice, in the URL and in this setting: keep one",
+        )
+        _require(not (self.ssl and self.url.startswith("unix://")), "ssl", "TLS needs a TCP URL")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            _require(
+                redis_tls(self) or not getattr(self, name),
+                name,
+                "set, but TLS is off (use a rediss:// URL or ssl=true)",
+            )
+            require_file(getattr(self, name), name)
 
 
 @dataclass(frozen=True)

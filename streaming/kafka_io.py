@@ -18,6 +18,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from streamrec.streaming.config import KafkaConfig
 from streamrec.streaming.events import Rejected
+from streamrec.streaming.security import denial, kafka_params
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ MAX_ERROR_BYTES = 1024
 def make_producer(cfg: KafkaConfig, **overrides: Any) -> KafkaProducer:
     """An idempotent producer (acks=all) tuned for throughput: batches of 256 KiB, 5 ms linger."""
     params: dict[str, Any] = {
-        "bootstrap_servers": cfg.bootstrap.split(","),
+        **kafka_params(cfg),
         "acks": "all",
         "linger_ms": 5,
         "batch_size": 256 * 1024,
@@ -38,13 +39,13 @@ def make_producer(cfg: KafkaConfig, **overrides: Any) -> KafkaProducer:
         "client_id": "streamrec-producer",
     }
     params.update(overrides)
-    return KafkaProducer(**params)
+    return _connected(KafkaProducer, cfg, params)
 
 
 def make_consumer(cfg: KafkaConfig, group_id: str | None, **overrides: Any) -> KafkaConsumer:
     """A consumer that never auto-commits: offsets of record live in Redis with the state."""
     params: dict[str, Any] = {
-        "bootstrap_servers": cfg.bootstrap.split(","),
+        **kafka_params(cfg),
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -57,7 +58,23 @@ def make_consumer(cfg: KafkaConfig, group_id: str | None, **overrides: Any) -> K
         "client_id": "streamrec-trainer",
     }
     params.update(overrides)
-    return KafkaConsumer(**params)
+    return _connected(KafkaConsumer, cfg, params)
+
+
+def _connected(cls: Any, cfg: KafkaConfig, params: dict[str, Any]) -> Any:
+    """`cls(**params)`, its bootstrap's wrong password or bad certificate as AccessDenied.
+
+    kafka-python caches an authentication failure per broker and raises it at the next
+    connection attempt, so a denied bootstrap fails in about one reconnect backoff, not after
+    `bootstrap_timeout_ms`.
+    """
+    try:
+        return cls(**params)
+    except Exception as e:
+        found = denial(e, kafka=cfg)
+        if found is None:
+            raise
+        raise found from None
 
 
 def event_key(event: Mapping[str, Any]) -> bytes | None:
@@ -95,6 +112,9 @@ def publish(
             break
     producer.flush()
     if errors:
+        found = denial(errors[0])
+        if found is not None:
+            raise found from errors[0]
         raise RuntimeError(f"publishing to {topic} failed: {errors[0]!r}")
     return n
 

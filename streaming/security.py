@@ -1,0 +1,303 @@
+"""Credentials and TLS for Kafka and Redis: secrets that never print, and denials that stop.
+
+A password is a `Secret`: its repr, str and format are `***`, so a config dump, a log line or
+an exception message that includes it shows nothing; `.reveal()` is the one way to the text,
+used only where a client is built. `*_FILE` variables (as container images mount secrets)
+are read by `read_secret_file`. The Kafka client parameters come from one builder,
+`kafka_params`, used by every producer, consumer and admin client so they cannot drift.
+
+A wrong password, an unknown user, a missing ACL or a bad certificate is not an outage:
+waiting does not fix it. `denial()` turns kafka-python's and redis-py's errors of that kind
+into one `AccessDenied(system, principal, right)` that the commands report as one line and
+exit on, instead of retrying.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from streamrec.model.config import ConfigError
+
+if TYPE_CHECKING:
+    from streamrec.streaming.config import KafkaConfig, RedisConfig
+
+MASK = "***"
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+FILE_SUFFIX = "_FILE"
+EXIT_ACCESS_DENIED = 5  # the exit code of a command stopped by an AccessDenied
+
+
+class Secret:
+    """A string that prints as `***` (empty: as nothing) everywhere but `.reveal()`.
+
+    Not a str subclass on purpose: json/orjson would serialize a subclass's real text, and
+    `"%s" % s` or `"".join` would too. Equality compares the texts (configs round-trip).
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        if isinstance(value, Secret):
+            value = value.reveal()
+        if not isinstance(value, str):
+            raise TypeError(f"Secret needs a str, got {type(value).__name__}")
+        object.__setattr__(self, "_value", value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Secret is immutable")
+
+    def reveal(self) -> str:
+        return str(object.__getattribute__(self, "_value"))
+
+    def __bool__(self) -> bool:
+        return bool(self.reveal())
+
+    def __str__(self) -> str:
+        return MASK if self.reveal() else ""
+
+    def __repr__(self) -> str:
+        return repr(str(self))
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self.reveal().encode(), other.reveal().encode())
+
+    def __hash__(self) -> int:
+        return hash((Secret, self.reveal()))
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickling (process pools) keeps the value
+        return (Secret, (self.reveal(),))
+
+
+NO_SECRET = Secret()  # the default of every password setting
+
+
+def read_secret_file(variable: str, path: str) -> Secret:
+    """The contents of `path` (a `*_FILE` variable's value), one trailing newline stripped."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or type(e).__name__
+        raise ConfigError(variable, f"cannot read the secret file {path!r}: {reason}") from None
+    if text.endswith("\n"):
+        text = text[:-1]
+        if text.endswith("\r"):
+            text = text[:-1]
+    return Secret(text)
+
+
+def require_file(path: str, setting: str) -> None:
+    """A certificate/key setting names a readable file (checked at start, not at connect)."""
+    if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+        raise ConfigError(setting, f"no readable file at {path!r}")
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+def url_password(url: str) -> str | None:
+    """The password a redis URL carries (user:pass@host or ?password=), if any."""
+    parts = urlsplit(url)
+    if parts.password:
+        return parts.password
+    for key, value in parse_qsl(parts.query):
+        if key == "password" and value:
+            return value
+    return None
+
+
+def url_username(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.username:
+        return parts.username
+    return next((v for k, v in parse_qsl(parts.query) if k == "username" and v), None)
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password replaced by `***`: what may be logged or printed."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}:{MASK}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, MASK if k == "password" else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+# --------------------------------------------------------------------------- client params
+
+
+def kafka_params(cfg: KafkaConfig) -> dict[str, Any]:
+    """Connection and security parameters of every kafka-python client (producer, consumer,
+    admin): the one place they are built."""
+    params: dict[str, Any] = {
+        "bootstrap_servers": cfg.bootstrap.split(","),
+        "security_protocol": cfg.security_protocol,
+    }
+    if cfg.security_protocol.startswith("SASL_"):
+        params["sasl_mechanism"] = cfg.sasl_mechanism
+        params["sasl_plain_username"] = cfg.sasl_username
+        params["sasl_plain_password"] = cfg.sasl_password.reveal()
+    if cfg.security_protocol.endswith("SSL"):
+        params["ssl_check_hostname"] = cfg.ssl_check_hostname
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(cfg, name):
+                params[name] = getattr(cfg, name)
+    return params
+
+
+def redis_tls(cfg: RedisConfig) -> bool:
+    return cfg.ssl or cfg.url.startswith("rediss://")
+
+
+def redis_params(cfg: RedisConfig) -> tuple[str, dict[str, Any]]:
+    """(url, keyword arguments) for `redis.Redis.from_url`: credentials and TLS files.
+
+    `ssl=true` turns a redis:// URL into rediss:// (redis-py picks its TLS connection class
+    from the scheme). A password in the URL stays there; redis-py reads it from the URL.
+    """
+    url = cfg.url
+    kwargs: dict[str, Any] = {}
+    if cfg.ssl and url.startswith("redis://"):
+        url = "rediss://" + url.removeprefix("redis://")
+    if cfg.username:
+        kwargs["username"] = cfg.username
+    if cfg.password:
+        kwargs["password"] = cfg.password.reveal()
+    if redis_tls(cfg):
+        kwargs["ssl_check_hostname"] = cfg.ssl_check_hostname
+        for ours, theirs in (
+            ("ssl_cafile", "ssl_ca_certs"),
+            ("ssl_certfile", "ssl_certfile"),
+            ("ssl_keyfile", "ssl_keyfile"),
+        ):
+            if getattr(cfg, ours):
+                kwargs[theirs] = getattr(cfg, ours)
+    return url, kwargs
+
+
+# --------------------------------------------------------------------------- denials
+
+
+class AccessDenied(RuntimeError):
+    """`system` refused `principal` for `right`: a configuration problem, never retried."""
+
+    retriable = False
+
+    def __init__(self, system: str, principal: str, right: str) -> None:
+        super().__init__(f"{system} denied access to {principal!r}: {right}")
+        self.system = system
+        self.principal = principal
+        self.right = right
+
+
+def kafka_principal(cfg: KafkaConfig) -> str:
+    if cfg.security_protocol.startswith("SASL_"):
+        return f"User:{cfg.sasl_username}"
+    if cfg.security_protocol == "SSL" and cfg.ssl_certfile:
+        return f"the certificate in {cfg.ssl_certfile}"
+    return "User:ANONYMOUS"
+
+
+def redis_principal(cfg: RedisConfig) -> str:
+    return cfg.username or url_username(cfg.url) or "default"
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    """`err` and what it was raised from or during, outermost first."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
+_TLS_MARKERS = ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "SSL:", "TLSV1_ALERT")
+
+
+def _kafka_denial(err: BaseException, cfg: KafkaConfig | None) -> AccessDenied | None:
+    import kafka.errors as ke
+
+    principal = kafka_principal(cfg) if cfg is not None else "the configured principal"
+    if isinstance(err, ke.SaslAuthenticationFailedError):
+        return AccessDenied(
+            "kafka", principal, f"authentication failed (wrong password or unknown user): {err}"
+        )
+    if isinstance(err, ke.UnsupportedSaslMechanismError):
+        return AccessDenied("kafka", principal, f"SASL mechanism not enabled: {err}")
+    if isinstance(err, ke.AuthorizationError):
+        what = {
+            ke.TopicAuthorizationFailedError: "topic",
+            ke.GroupAuthorizationFailedError: "consumer group",
+            ke.ClusterAuthorizationFailedError: "cluster operation",
+            ke.TransactionalIdAuthorizationFailedError: "transactional id",
+        }.get(type(err), "resource")
+        names = ", ".join(sorted(str(a) for arg in err.args for a in _flatten(arg)))
+        return AccessDenied(
+            "kafka",
+            principal,
+            f"no ACL allowing access to {what} {names or '(unnamed)'} ({type(err).__name__})",
+        )
+    if isinstance(err, ke.KafkaError) and any(m in str(err) for m in _TLS_MARKERS):
+        return AccessDenied("kafka", principal, f"TLS handshake failed: {err}")
+    return None
+
+
+def _flatten(arg: Any) -> list[Any]:
+    if isinstance(arg, (set, frozenset, list, tuple)):
+        return list(arg)
+    return [arg]
+
+
+def _redis_denial(err: BaseException, cfg: RedisConfig | None) -> AccessDenied | None:
+    import redis.exceptions as rx
+
+    if not isinstance(err, rx.RedisError):
+        return None
+    principal = redis_principal(cfg) if cfg is not None else "the configured user"
+    kind = getattr(err, "error_type", None)
+    if isinstance(err, rx.AuthenticationError):
+        return AccessDenied(
+            "redis", principal, f"authentication failed (wrong password or unknown user): {err}"
+        )
+    if isinstance(err, rx.NoPermissionError) or str(err).startswith("NOPERM"):
+        return AccessDenied("redis", principal, f"missing ACL right: {err}")
+    if isinstance(err, rx.AuthorizationError) or str(err).startswith("NOAUTH"):
+        return AccessDenied("redis", principal, f"not authenticated: {err}")
+    if kind is rx.ExceptionType.TLS or any(m in str(err) for m in _TLS_MARKERS):
+        return AccessDenied("redis", principal, f"TLS handshake failed: {err}")
+    return None
+
+
+def denial(
+    err: BaseException, kafka: KafkaConfig | None = None, redis: RedisConfig | None = None
+) -> AccessDenied | None:
+    """The AccessDenied that `err` (or what it was raised from) amounts to, or None when it is
+    something else (an outage, a bug). The configs name the principal."""
+    for e in _chain(err):
+        if isinstance(e, AccessDenied):
+            return e
+        found = _kafka_denial(e, kafka) or _redis_denial(e, redis)
+        if found is not None:
+            return found
+    return None
+
+
+def is_denial(err: BaseException) -> bool:
+    """For redis-py's Retry: never retry what a retry cannot fix."""
+    return denial(err) is not None
