@@ -7,7 +7,7 @@ one process config read from `STREAMREC_*` environment variables.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from streamrec.model.config import ConfigError
 from streamrec.streaming.security import (
@@ -15,10 +15,9 @@ from streamrec.streaming.security import (
     KAFKA_SASL_MECHANISMS,
     NO_SECRET,
     Secret,
-    redact_url,
     redis_tls,
     require_file,
-    url_password,
+    split_url_password,
 )
 
 
@@ -53,7 +52,7 @@ class KafkaConfig:
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = "SCRAM-SHA-512"  # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; SASL_* only
     sasl_username: str = ""  # SASL user; required by SASL_PLAINTEXT and SASL_SSL
-    # SASL password; or ..._SASL_PASSWORD_FILE: read from that file. Never printed.
+    # SASL password (never printed), or `STREAMREC_KAFKA_SASL_PASSWORD_FILE` naming a file with it
     sasl_password: Secret = NO_SECRET
     ssl_cafile: str = ""  # CA bundle (PEM) the broker's certificate must chain to; SSL/SASL_SSL
     ssl_certfile: str = ""  # client certificate (PEM) for mutual TLS; SSL/SASL_SSL
@@ -137,20 +136,13 @@ class RedisConfig:
     backoff_base_ms: int = 20
     backoff_cap_ms: int = 2000
     username: str = ""  # ACL user (Redis 6+); empty: the URL's, else `default`
-    # password; or ..._PASSWORD_FILE: read from that file; or in the URL. Never printed.
+    # password (never printed), or `STREAMREC_REDIS_PASSWORD_FILE` naming a file with it
     password: Secret = NO_SECRET
     ssl: bool = False  # TLS even for a redis:// URL (a rediss:// URL always uses TLS)
     ssl_cafile: str = ""  # CA bundle (PEM) the server's certificate must chain to; TLS only
     ssl_certfile: str = ""  # client certificate (PEM) for mutual TLS; TLS only
     ssl_keyfile: str = ""  # private key (PEM) of the client certificate; TLS only
     ssl_check_hostname: bool = True  # the server's certificate must name the host dialled
-
-    def __repr__(self) -> str:
-        # the URL may carry a password: it is shown redacted, like everywhere else
-        shown = {f.name: getattr(self, f.name) for f in fields(self)}
-        shown["url"] = redact_url(self.url)
-        inner = ", ".join(f"{name}={value!r}" for name, value in shown.items())
-        return f"RedisConfig({inner})"
 
     def __post_init__(self) -> None:
         _require(
@@ -164,11 +156,12 @@ class RedisConfig:
         _require(0 <= self.retries <= 100, "retries", "must be in 0..100")
         _require(self.backoff_base_ms >= 1, "backoff_base_ms", "must be >= 1")
         _require(self.backoff_cap_ms >= self.backoff_base_ms, "backoff_cap_ms", "must be >= base")
-        _require(
-            not (self.password and url_password(self.url)),
-            "password",
-            "given twice, in the URL and in this setting: keep one",
-        )
+        bare, in_url = split_url_password(self.url)
+        if in_url is not None:
+            # Kept as a Secret, out of the URL: no repr, asdict or JSON of this config shows it.
+            _require(not self.password, "password", "given twice, in url and here: keep one")
+            object.__setattr__(self, "url", bare)
+            object.__setattr__(self, "password", in_url)
         _require(not (self.ssl and self.url.startswith("unix://")), "ssl", "TLS needs a TCP URL")
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             _require(

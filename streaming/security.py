@@ -18,7 +18,7 @@ import hmac
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from streamrec.model.config import ConfigError
 
@@ -123,8 +123,30 @@ def url_username(url: str) -> str | None:
     return next((v for k, v in parse_qsl(parts.query) if k == "username" and v), None)
 
 
+def split_url_password(url: str) -> tuple[str, Secret | None]:
+    """(`url` without its password, the password) - a config keeps the two apart so that no
+    dump of it (repr, asdict, JSON) can show the password."""
+    if url_password(url) is None:
+        return url, None
+    parts = urlsplit(url)
+    netloc, password = parts.netloc, parts.password
+    if password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}@{host}" if user else host
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    for key, value in pairs:
+        if key == "password" and value:
+            password = value
+    query = urlencode([(k, v) for k, v in pairs if k != "password"])
+    bare = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return bare, Secret(unquote(password or ""))
+
+
 def redact_url(url: str) -> str:
     """`url` with its password replaced by `***`: what may be logged or printed."""
+    if url_password(url) is None:
+        return url  # unchanged, byte for byte (urlunsplit would rewrite unix:///x as unix:/x)
     parts = urlsplit(url)
     netloc = parts.netloc
     if parts.password is not None:
@@ -168,7 +190,8 @@ def redis_params(cfg: RedisConfig) -> tuple[str, dict[str, Any]]:
     """(url, keyword arguments) for `redis.Redis.from_url`: credentials and TLS files.
 
     `ssl=true` turns a redis:// URL into rediss:// (redis-py picks its TLS connection class
-    from the scheme). A password in the URL stays there; redis-py reads it from the URL.
+    from the scheme). A password given in the URL is in `cfg.password` by now (RedisConfig
+    takes it out of the URL).
     """
     url = cfg.url
     kwargs: dict[str, Any] = {}
