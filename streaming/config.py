@@ -92,9 +92,18 @@ class KafkaConfig:
         _check_kafka_security(self)
 
 
+def _as_secret(section: object, name: str) -> None:
+    """A password passed as a plain str (code, `Config.replace`) is wrapped, never kept bare."""
+    value = getattr(section, name)
+    if not isinstance(value, Secret):
+        _require(isinstance(value, str), name, "must be a string")
+        object.__setattr__(section, name, Secret(value))
+
+
 def _check_kafka_security(c: KafkaConfig) -> None:
     """Unknown names, SASL without credentials, and settings the protocol would ignore (a
     password set for a PLAINTEXT listener is a mistake to say, not to drop silently)."""
+    _as_secret(c, "sasl_password")
     _require(
         c.security_protocol in KAFKA_PROTOCOLS,
         "security_protocol",
@@ -156,6 +165,7 @@ class RedisConfig:
         _require(0 <= self.retries <= 100, "retries", "must be in 0..100")
         _require(self.backoff_base_ms >= 1, "backoff_base_ms", "must be >= 1")
         _require(self.backoff_cap_ms >= self.backoff_base_ms, "backoff_cap_ms", "must be >= base")
+        _as_secret(self, "password")
         bare, in_url = split_url_password(self.url)
         if in_url is not None:
             # Kept as a Secret, out of the URL: no repr, asdict or JSON of this config shows it.

@@ -238,3 +238,10 @@ def test_denials_name_system_principal_and_right() -> None:
         ValueError("bug"),
     ):
         assert denial(err, k, r) is None, err
+
+
+def test_a_password_given_as_str_is_kept_as_a_secret() -> None:
+    r = RedisConfig(password=SENTINEL)  # type: ignore[arg-type]
+    k = sasl(sasl_password=SENTINEL)
+    assert isinstance(r.password, Secret) and isinstance(k.sasl_password, Secret)
+    assert r.password.reveal() == SENTINEL and SENTINEL not in repr(r) + repr(k)
