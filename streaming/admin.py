@@ -15,7 +15,13 @@ from collections.abc import Iterable, Iterator, Mapping, Set
 from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING, Any
 
-from streamrec.streaming.security import AccessDenied, denial, kafka_params, kafka_principal
+from streamrec.streaming.security import (
+    AccessDenied,
+    denial,
+    kafka_client,
+    kafka_params,
+    kafka_principal,
+)
 
 if TYPE_CHECKING:
     from streamrec.streaming.config import KafkaConfig
@@ -53,8 +59,9 @@ def _admin(cfg: KafkaConfig, client_id: str, **extra: Any) -> Any:
     client (`security.kafka_params`)."""
     from kafka import KafkaAdminClient  # deferred: importing this module stays cheap
 
-    with _denials(cfg):
-        return KafkaAdminClient(**kafka_params(cfg), client_id=client_id, **extra)
+    return kafka_client(
+        KafkaAdminClient, cfg, {**kafka_params(cfg), "client_id": client_id, **extra}
+    )
 
 
 def create_topics(

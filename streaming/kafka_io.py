@@ -18,7 +18,13 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from streamrec.streaming.config import KafkaConfig
 from streamrec.streaming.events import Rejected
-from streamrec.streaming.security import denial, kafka_params
+from streamrec.streaming.security import (
+    AccessDenied,
+    client_principal,
+    denial,
+    kafka_client,
+    kafka_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +45,7 @@ def make_producer(cfg: KafkaConfig, **overrides: Any) -> KafkaProducer:
         "client_id": "streamrec-producer",
     }
     params.update(overrides)
-    return _connected(KafkaProducer, cfg, params)
+    return kafka_client(KafkaProducer, cfg, params)
 
 
 def make_consumer(cfg: KafkaConfig, group_id: str | None, **overrides: Any) -> KafkaConsumer:
@@ -58,23 +64,7 @@ def make_consumer(cfg: KafkaConfig, group_id: str | None, **overrides: Any) -> K
         "client_id": "streamrec-trainer",
     }
     params.update(overrides)
-    return _connected(KafkaConsumer, cfg, params)
-
-
-def _connected(cls: Any, cfg: KafkaConfig, params: dict[str, Any]) -> Any:
-    """`cls(**params)`, its bootstrap's wrong password or bad certificate as AccessDenied.
-
-    kafka-python caches an authentication failure per broker and raises it at the next
-    connection attempt, so a denied bootstrap fails in about one reconnect backoff, not after
-    `bootstrap_timeout_ms`.
-    """
-    try:
-        return cls(**params)
-    except Exception as e:
-        found = denial(e, kafka=cfg)
-        if found is None:
-            raise
-        raise found from None
+    return kafka_client(KafkaConsumer, cfg, params)
 
 
 def event_key(event: Mapping[str, Any]) -> bytes | None:
@@ -114,7 +104,8 @@ def publish(
     if errors:
         found = denial(errors[0])
         if found is not None:
-            raise found from errors[0]
+            who = client_principal(producer.config)
+            raise AccessDenied(found.system, who, found.right) from errors[0]
         raise RuntimeError(f"publishing to {topic} failed: {errors[0]!r}")
     return n
 

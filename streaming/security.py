@@ -15,8 +15,9 @@ exit on, instead of retrying.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -30,6 +31,10 @@ KAFKA_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 FILE_SUFFIX = "_FILE"
 EXIT_ACCESS_DENIED = 5  # the exit code of a command stopped by an AccessDenied
+# kafka-python retries a denied bootstrap (wrong password, bad certificate) like a down broker
+# until `bootstrap_timeout_ms` (30 s by default): with SASL or TLS on, it is capped to this,
+# so that a denial is reported within 15 s.
+SECURED_BOOTSTRAP_TIMEOUT_MS = 10_000
 
 
 class Secret:
@@ -182,6 +187,123 @@ def kafka_params(cfg: KafkaConfig) -> dict[str, Any]:
     return params
 
 
+# kafka-python's loggers that print requests and raw bytes at DEBUG: with SASL PLAIN those hold
+# the password in the clear (SaslAuthenticateRequest auth_bytes, the bytes sent).
+_KAFKA_WIRE_LOGGERS = (
+    "kafka.protocol.parser",
+    "kafka.net.connection",
+    "kafka.net.transport",
+    "kafka.net.manager",
+    "kafka.net.sasl.plain",
+    "kafka.net.sasl.scram",
+)
+
+
+class _RedactSecrets(logging.Filter):
+    """Replaces the passwords of the Kafka clients built in this process by `***` in
+    kafka-python's own log records (which are only formatted when their level is on)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: set[str] = set()
+
+    def add(self, secret: Secret) -> None:
+        text = secret.reveal()
+        if text:
+            self.texts.add(text)
+            self.texts.add(repr(text.encode())[2:-1])  # as it shows inside b'...'
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.texts:
+            message = record.getMessage()
+            hits = [t for t in self.texts if t in message]
+            if hits:
+                for text in sorted(hits, key=len, reverse=True):
+                    message = message.replace(text, MASK)
+                record.msg, record.args = message, ()
+        return True
+
+
+_REDACT = _RedactSecrets()
+for _name in _KAFKA_WIRE_LOGGERS:
+    logging.getLogger(_name).addFilter(_REDACT)
+
+
+class _BootstrapFailures(logging.Filter):
+    """Collects kafka-python's "Bootstrap connection to ... failed: <reason>" warnings while a
+    client is built: the only place its bootstrap loop says why it keeps retrying. (Its I/O
+    thread logs them; a client built at the same time in another thread may add its own.)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reasons: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Bootstrap connection"):
+            self.reasons.append(record.getMessage())
+        return True
+
+
+def kafka_client(cls: Any, cfg: KafkaConfig, params: dict[str, Any]) -> Any:
+    """`cls(**params)` (a kafka-python producer, consumer or admin client) whose denied
+    bootstrap raises AccessDenied within SECURED_BOOTSTRAP_TIMEOUT_MS instead of a bare
+    "Unable to bootstrap" after 30 s.
+
+    kafka-python (3.0.12) does not stop on a failed SASL authentication while bootstrapping:
+    it reconnects until the timeout. A broker with `connection.failed.authentication.delay.ms`
+    (100 ms by default) even closes the connection without an error response. So the reasons
+    of the failed attempts are what tells a denial from a broker that is down.
+    """
+    import kafka.errors as ke
+
+    secured = cfg.security_protocol != "PLAINTEXT"
+    _REDACT.add(cfg.sasl_password)
+    if secured:
+        given = params.get("bootstrap_timeout_ms", 30_000)
+        params["bootstrap_timeout_ms"] = min(given, SECURED_BOOTSTRAP_TIMEOUT_MS)
+    watch = _BootstrapFailures()
+    manager_log = logging.getLogger("kafka.net.manager")
+    manager_log.addFilter(watch)
+    try:
+        return cls(**params)
+    except Exception as e:
+        found = denial(e, kafka=cfg)
+        if found is None and secured and isinstance(e, ke.KafkaTimeoutError):
+            found = _bootstrap_denial(watch.reasons, cfg)
+        if found is None:
+            raise
+        raise found from None
+    finally:
+        manager_log.removeFilter(watch)
+
+
+def _bootstrap_denial(reasons: list[str], cfg: KafkaConfig) -> AccessDenied | None:
+    """What the failed bootstrap attempts amount to, when they are denials."""
+    principal = kafka_principal(cfg)
+    for reason in reasons:
+        if "SaslAuthenticationFailedError" in reason:
+            why = reason.partition("SaslAuthenticationFailedError: ")[2].rpartition(" (backoff")[0]
+            return AccessDenied(
+                "kafka", principal, f"authentication failed (wrong password or unknown user): {why}"
+            )
+        if any(m in reason for m in _TLS_MARKERS):
+            return AccessDenied("kafka", principal, f"TLS handshake failed: {reason}")
+        if "UnsupportedSaslMechanismError" in reason:
+            return AccessDenied(
+                "kafka", principal, f"SASL mechanism {cfg.sasl_mechanism} not enabled on the broker"
+            )
+    dropped = [r for r in reasons if "socket disconnected" in r]
+    if cfg.security_protocol.startswith("SASL_") and dropped and len(dropped) == len(reasons):
+        return AccessDenied(
+            "kafka",
+            principal,
+            f"authentication failed: the broker closed all {len(dropped)} connections during "
+            f"SASL {cfg.sasl_mechanism} authentication (wrong password or unknown user, or a "
+            "listener that is not SASL)",
+        )
+    return None
+
+
 def redis_tls(cfg: RedisConfig) -> bool:
     return cfg.ssl or cfg.url.startswith("rediss://")
 
@@ -229,10 +351,16 @@ class AccessDenied(RuntimeError):
 
 
 def kafka_principal(cfg: KafkaConfig) -> str:
-    if cfg.security_protocol.startswith("SASL_"):
-        return f"User:{cfg.sasl_username}"
-    if cfg.security_protocol == "SSL" and cfg.ssl_certfile:
-        return f"the certificate in {cfg.ssl_certfile}"
+    return client_principal(kafka_params(cfg))
+
+
+def client_principal(params: Mapping[str, Any]) -> str:
+    """Who a kafka-python client (its config or `kafka_params`) authenticates as."""
+    protocol = params.get("security_protocol") or "PLAINTEXT"
+    if protocol.startswith("SASL_"):
+        return f"User:{params.get('sasl_plain_username')}"
+    if protocol == "SSL" and params.get("ssl_certfile"):
+        return f"the certificate in {params['ssl_certfile']}"
     return "User:ANONYMOUS"
 
 
