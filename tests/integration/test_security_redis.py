@@ -56,7 +56,7 @@ def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("acl-redis")
     (home / "users.acl").write_text(
         "user default off\n"
-        f"user trainer on >{SENTINEL} ~{PREFIX}* resetchannels +@all\n"
+        f"user trainer on >{SENTINEL} ~{PREFIX}* resetchannels +@all -@dangerous\n"
         f"user noscript on >{SENTINEL} ~{PREFIX}* resetchannels +@all -evalsha -eval\n"
         f"user readonly on >{SENTINEL} %R~{PREFIX}* resetchannels +@all\n"
     )

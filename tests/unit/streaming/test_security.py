@@ -245,3 +245,41 @@ def test_a_password_given_as_str_is_kept_as_a_secret() -> None:
     k = sasl(sasl_password=SENTINEL)
     assert isinstance(r.password, Secret) and isinstance(k.sasl_password, Secret)
     assert r.password.reveal() == SENTINEL and SENTINEL not in repr(r) + repr(k)
+
+
+def test_a_denied_bootstrap_is_told_from_a_down_broker() -> None:
+    """kafka-python retries a denied bootstrap until its timeout; the reasons of the failed
+    attempts (its warnings) tell which it was."""
+    from streamrec.streaming.security import _bootstrap_denial
+
+    cfg = sasl()
+    line = "Bootstrap connection to bootstrap-0 failed: {} (backoff 0.05 secs)"
+    refused = line.format("KafkaConnectionError: 111 ECONNREFUSED")
+    dropped = line.format("KafkaConnectionError: socket disconnected")
+    sasl_failed = line.format(
+        "[Error 58] SaslAuthenticationFailedError: SaslAuthenticationFailedError: "
+        "Authentication failed during authentication due to invalid credentials"
+    )
+    assert _bootstrap_denial([], cfg) is None
+    assert _bootstrap_denial([refused, refused], cfg) is None  # down: not a denial
+    assert _bootstrap_denial([refused, dropped], cfg) is None  # restarting, maybe
+    found = _bootstrap_denial([refused, sasl_failed], cfg)
+    assert found is not None and "invalid credentials" in found.right
+    assert found.principal == "User:trainer"
+    found = _bootstrap_denial([dropped] * 3, cfg)  # the broker's delayed close: no response
+    assert found is not None and "closed all 3 connections" in found.right
+    tls = line.format("KafkaConnectionError: Handshake failed: [SSL: CERTIFICATE_VERIFY_FAILED]")
+    found = _bootstrap_denial([tls], KafkaConfig(security_protocol="SSL"))
+    assert found is not None and "TLS" in found.right and found.principal == "User:ANONYMOUS"
+
+
+def test_kafka_python_debug_records_lose_the_password(caplog: pytest.LogCaptureFixture) -> None:
+    from streamrec.streaming.security import _REDACT
+
+    _REDACT.add(Secret(SENTINEL))
+    with caplog.at_level(logging.DEBUG, logger="kafka"):
+        logging.getLogger("kafka.protocol.parser").debug(
+            "Send: %r", bytearray(b"\x00app\x00" + SENTINEL.encode())
+        )
+    assert "Send: bytearray(b'\\x00app\\x00***')" in caplog.text
+    assert SENTINEL not in caplog.text
