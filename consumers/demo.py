@@ -54,9 +54,10 @@ def reset(cfg: Config, home: Path) -> None:
 def _end_offsets(cfg: Config) -> dict[str, int]:
     from kafka import KafkaConsumer, TopicPartition
 
-    from streamrec.streaming.security import kafka_params
+    from streamrec.streaming.security import kafka_client, kafka_params
 
-    c = KafkaConsumer(**kafka_params(cfg.kafka), enable_auto_commit=False)
+    params = {**kafka_params(cfg.kafka), "enable_auto_commit": False}
+    c = kafka_client(KafkaConsumer, cfg.kafka, params)
     try:
         parts = c.partitions_for_topic(cfg.kafka.events_topic) or set()
         tps = [TopicPartition(cfg.kafka.events_topic, p) for p in parts]

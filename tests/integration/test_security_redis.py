@@ -303,3 +303,119 @@ def _read_all(cfg: Config, topic: str) -> list[Any]:
         return list(consumer)
     finally:
         consumer.close()
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """rediss://127.0.0.1:PORT/0 of a private TLS-only Redis, and the folder with its CA
+    (ca.pem) and an unrelated CA (other-ca.pem); certificates made here with openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    d = tmp_path_factory.mktemp("tls-redis")
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=streamrec-test-ca",
+        cwd=d,
+    )
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other-ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=another-ca",
+        cwd=d,
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+        cwd=d,
+    )
+    (d / "ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost")
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+        cwd=d,
+    )
+    port = free_ports(1)[0]
+    with open(d / "redis.log", "wb") as out:
+        proc = subprocess.Popen(
+            [_redis_server(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+             "--tls-cert-file", str(d / "server.pem"), "--tls-key-file", str(d / "server.key"),
+             "--tls-ca-cert-file", str(d / "ca.pem"), "--tls-auth-clients", "no",
+             "--save", "", "--appendonly", "no", "--dir", str(d)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        time.sleep(0.3)
+        if proc.poll() is not None:
+            pytest.skip("this redis-server has no TLS: " + (d / "redis.log").read_text()[-300:])
+        url = f"rediss://127.0.0.1:{port}/0"
+        probe = redis.Redis.from_url(url, ssl_ca_certs=str(d / "ca.pem"), socket_timeout=1)
+        wait_until(lambda: _answers(probe), 10, "the TLS Redis to answer")
+        yield url, d
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_certificate_that_does_not_verify_is_denied(
+    tls_redis: tuple[str, Path], config: Config
+) -> None:
+    url, d = tls_redis
+    good = config.replace(redis={"url": url, "ssl_cafile": str(d / "ca.pem")})
+    assert connect(good.redis).ping()
+    assert Recommender(good.redis).health()["redis"] == "ok"
+    # the same server on a redis:// URL with ssl=true
+    as_redis = good.replace(redis={"url": url.replace("rediss://", "redis://"), "ssl": True})
+    assert connect(as_redis.redis).ping()
+
+    bad = good.replace(redis={"ssl_cafile": str(d / "other-ca.pem")})
+    rc, took, out = run_cli(bad, "serve", "--port", str(free_ports(1)[0]))
+    assert rc == EXIT_ACCESS_DENIED, out[-3000:]
+    line = assert_one_denial_line(out, "'default'", "TLS handshake failed", "certificate verify")
+    print(f"\nserve with the wrong CA: exit {rc} in {took:.1f} s: {line}")
