@@ -73,7 +73,7 @@ def _topics(cfg: Any) -> None:
 
     k = cfg.kafka
     create_topics(
-        k.bootstrap,
+        k,
         {k.events_topic: k.partitions, k.dlq_topic: 1, k.items_topic: 1, k.users_topic: 1},
         compacted={k.items_topic, k.users_topic},
     )
@@ -84,7 +84,7 @@ def _cleanup(cfg: Any) -> None:
     from streamrec.streaming.store import connect, delete_prefix
 
     k = cfg.kafka
-    delete_topics(k.bootstrap, [k.events_topic, k.dlq_topic, k.items_topic, k.users_topic])
+    delete_topics(k, [k.events_topic, k.dlq_topic, k.items_topic, k.users_topic])
     delete_prefix(connect(cfg.redis), cfg.redis.prefix)
 
 

@@ -78,7 +78,7 @@ def cmd_topics(args: argparse.Namespace, cfg: Config) -> int:
 
     k = cfg.kafka
     create_topics(
-        k.bootstrap,
+        k,
         {k.events_topic: k.partitions, k.dlq_topic: 1, k.items_topic: 1, k.users_topic: 1},
         compacted={k.items_topic, k.users_topic},
     )
@@ -532,7 +532,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"streamrec: bad configuration: {e}", file=sys.stderr)
         return 2
-    return int(args.func(args, cfg) or 0)
+    try:
+        return int(args.func(args, cfg) or 0)
+    except Exception as e:
+        from streamrec.streaming.security import EXIT_ACCESS_DENIED, denial
+
+        found = denial(e, cfg.kafka, cfg.redis)
+        if found is None:
+            raise
+        # one line naming the system, the principal and the right; waiting cannot fix it
+        print(f"streamrec {args.command}: {found}", file=sys.stderr)
+        return EXIT_ACCESS_DENIED
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any
 
 from streamrec.model.config import ConfigError, ModelConfig
 from streamrec.streaming.config import KafkaConfig, RedisConfig, ServicesConfig
+from streamrec.streaming.security import FILE_SUFFIX, Secret, read_secret_file
 
 ENV_PREFIX = "STREAMREC_"
 
@@ -97,6 +98,7 @@ class Config:
         """Read every `STREAMREC_*` variable; `overrides` (section -> {field: value}) win."""
         env = os.environ if environ is None else environ
         known = {name for name, _, _ in settings()}
+        known |= {name + FILE_SUFFIX for name, _, tp in settings() if tp == Secret.__name__}
         unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
         if unknown:
             raise ConfigError(
@@ -112,6 +114,12 @@ class Config:
                 var = env_name(sec.name, f.name)
                 if var in env:
                     values[f.name] = _parse(env[var], hints[f.name], var)
+                if hints[f.name] is Secret and var + FILE_SUFFIX in env:
+                    # the container-image convention: the secret is mounted as a file
+                    if var in env:
+                        raise ConfigError(var, f"set both {var} and {var}{FILE_SUFFIX}: keep one")
+                    path = env[var + FILE_SUFFIX]
+                    values[f.name] = read_secret_file(var + FILE_SUFFIX, path)
             values.update(overrides.get(sec.name, {}))
             try:
                 sections[sec.name] = sec_type(**values)
@@ -133,6 +141,8 @@ class Config:
                     text = "true" if value else "false"
                 elif isinstance(value, float):
                     text = repr(value)
+                elif isinstance(value, Secret):
+                    text = value.reveal()  # the child needs the password; env is no log
                 else:
                     text = str(value)
                 out[env_name(sec.name, f.name)] = text
@@ -196,6 +206,8 @@ def _parse(raw: str, tp: Any, var: str) -> Any:
             return value
         if tp is str:
             return text
+        if tp is Secret:
+            return Secret(raw.rstrip("\r\n"))  # spaces may belong to a password
         if typing.get_origin(tp) is dict:
             # "view=1,click=2.5": the whole map, not a patch of the default.
             out: dict[str, float] = {}

@@ -47,7 +47,7 @@ def reset(cfg: Config, home: Path) -> None:
     from streamrec.streaming.store import connect, delete_prefix
 
     k = cfg.kafka
-    delete_topics(k.bootstrap, [k.events_topic, k.dlq_topic, k.items_topic, k.users_topic])
+    delete_topics(k, [k.events_topic, k.dlq_topic, k.items_topic, k.users_topic])
     delete_prefix(connect(cfg.redis), cfg.redis.prefix)
     shutil.rmtree(home / "checkpoints", ignore_errors=True)
 
@@ -55,7 +55,10 @@ def reset(cfg: Config, home: Path) -> None:
 def _end_offsets(cfg: Config) -> dict[str, int]:
     from kafka import KafkaConsumer, TopicPartition
 
-    c = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap.split(","), enable_auto_commit=False)
+    from streamrec.streaming.security import kafka_client, kafka_params
+
+    params = {**kafka_params(cfg.kafka), "enable_auto_commit": False}
+    c = kafka_client(KafkaConsumer, cfg.kafka, params)
     try:
         parts = c.partitions_for_topic(cfg.kafka.events_topic) or set()
         tps = [TopicPartition(cfg.kafka.events_topic, p) for p in parts]
@@ -96,7 +99,7 @@ def main(
     reset(dcfg, home)
     k = dcfg.kafka
     create_topics(
-        k.bootstrap,
+        k,
         {k.events_topic: k.partitions, k.dlq_topic: 1, k.items_topic: 1, k.users_topic: 1},
         compacted={k.items_topic, k.users_topic},
     )
@@ -210,7 +213,9 @@ def read_back_commands(cfg: Config, user: str) -> str:
     prefix = cfg.redis.prefix
     env = f"STREAMREC_REDIS_PREFIX={shlex.quote(prefix)}"
     if url.hostname not in (None, "127.0.0.1", "localhost") or url.port != 6379:
-        env += f" STREAMREC_REDIS_URL={shlex.quote(cfg.redis.url)}"
+        from streamrec.streaming.security import redact_url
+
+        env += f" STREAMREC_REDIS_URL={shlex.quote(redact_url(cfg.redis.url))}"
     cli = f"redis-cli -h {url.hostname or '127.0.0.1'} -p {url.port or 6379}"
     if url.path.strip("/") not in ("", "0"):
         cli += f" -n {url.path.strip('/')}"

@@ -100,7 +100,7 @@ def cleanup(cfg: Config, checkpoints: bool = True) -> None:
     k = cfg.kafka
     with contextlib.suppress(Exception):  # cleanup is best effort
         topics = [k.events_topic, k.dlq_topic, k.items_topic, k.users_topic]
-        delete_topics(k.bootstrap, topics, timeout_s=10)
+        delete_topics(k, topics, timeout_s=10)
     r = connect(cfg.redis)
     try:
         delete_prefix(r, cfg.redis.prefix)
@@ -273,7 +273,7 @@ def evaluate_pipeline(
     cfg = cfg.replace(trainer={"stop_when_idle_ms": 0})
     k = cfg.kafka
     create_topics(
-        k.bootstrap,
+        k,
         {k.events_topic: k.partitions, k.dlq_topic: 1, k.items_topic: 1, k.users_topic: 1},
         compacted={k.items_topic, k.users_topic},
     )

@@ -23,7 +23,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamrec.consumers.lease import StandDown
 from streamrec.consumers.lifecycle import Lifecycle
-from streamrec.streaming.config import RedisConfig
+from streamrec.streaming.config import KafkaConfig, RedisConfig
+from streamrec.streaming.security import denial
 
 log = logging.getLogger("streamrec.trainer")
 _T = TypeVar("_T")
@@ -44,8 +45,10 @@ class Outage:
         life: Lifecycle,
         lease_lost: threading.Event | None = None,
         backoff: RedisConfig | None = None,
+        kafka: KafkaConfig | None = None,
     ) -> None:
         self.since: dict[str, float] = {}
+        self._configs = (kafka, backoff)  # they name the principal of an AccessDenied
         self.life = life
         self.lease_lost = lease_lost or threading.Event()
         b = backoff or RedisConfig()
@@ -62,6 +65,12 @@ class Outage:
         if since is not None:
             log.info("%s is back after %.1f s: resuming", what, time.monotonic() - since)
             self.life.outage(what, None)
+
+    def check_denied(self, err: BaseException) -> None:
+        """A wrong password or a missing right is not an outage: raise it as AccessDenied."""
+        found = denial(err, *self._configs)
+        if found is not None:
+            raise found from err
 
     def redis(self, fn: Callable[[], _T]) -> _T:
         """Call Redis until it answers: an outage pauses the trainer, it never drops a batch."""
@@ -84,6 +93,7 @@ class Outage:
                 self.up(what)
                 return out
             except errors as e:
+                self.check_denied(e)
                 self.down(what, e)
                 failures += 1
             if self.life.stop_requested.is_set() and self.life.remaining_s() < SHUTDOWN_RESERVE_S:

@@ -129,7 +129,7 @@ class Trainer:
         self._undecodable: list[Undecodable] = []
         self.producer: KafkaProducer | None = None
         self.catalogue: CatalogueReader | None = None
-        self.outage = Outage(self.life, self.lease.lost, cfg.redis)
+        self.outage = Outage(self.life, self.lease.lost, cfg.redis, cfg.kafka)
         self.writes = BatchWriter(self.store, self.outage, self.metrics, self.stats)
         self._announced_ready = False  # the "ready" line, once per time this trainer leads
 
@@ -149,8 +149,13 @@ class Trainer:
         from streamrec.streaming.admin import create_topics
 
         k = self.cfg.kafka
+        # Credentials first: a wrong Redis password stops the trainer here, before its threads.
+        try:
+            self.redis.ping()
+        except RedisError as e:
+            self.outage.check_denied(e)  # an outage is waited out later, like any other
         create_topics(
-            k.bootstrap,
+            k,
             {k.events_topic: k.partitions, k.dlq_topic: 1, k.items_topic: 1, k.users_topic: 1},
             compacted={k.items_topic, k.users_topic},
         )
@@ -215,6 +220,7 @@ class Trainer:
                     self.life.enter(STANDBY, f"group {self.cfg.kafka.group_id} is led by {holder}")
                     announced = True
             except RedisError as e:
+                self.outage.check_denied(e)
                 self.outage.down("Redis", e)
             self._stop.wait(self.cfg.trainer.lease_ttl_ms / 3000)
         return False

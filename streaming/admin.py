@@ -11,8 +11,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Set
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Set
+from contextlib import closing, contextmanager
+from typing import TYPE_CHECKING, Any
+
+from streamrec.streaming.security import (
+    AccessDenied,
+    denial,
+    kafka_client,
+    kafka_params,
+    kafka_principal,
+)
+
+if TYPE_CHECKING:
+    from streamrec.streaming.config import KafkaConfig
 
 log = logging.getLogger("streamrec.admin")
 
@@ -23,8 +35,37 @@ class TopicError(RuntimeError):
     """A topic could not be created, or exists with a shape that does not match the request."""
 
 
+def _config(kafka: KafkaConfig | str) -> KafkaConfig:
+    """A bare bootstrap string (tests, older callers) means a PLAINTEXT listener."""
+    from streamrec.streaming.config import KafkaConfig
+
+    return KafkaConfig(bootstrap=kafka) if isinstance(kafka, str) else kafka
+
+
+@contextmanager
+def _denials(cfg: KafkaConfig) -> Iterator[None]:
+    """A wrong password or a missing ACL as AccessDenied, the one error the commands report."""
+    try:
+        yield
+    except Exception as e:
+        found = denial(e, kafka=cfg)
+        if found is None:
+            raise
+        raise found from None
+
+
+def _admin(cfg: KafkaConfig, client_id: str, **extra: Any) -> Any:
+    """A KafkaAdminClient with the same connection and security parameters as every other
+    client (`security.kafka_params`)."""
+    from kafka import KafkaAdminClient  # deferred: importing this module stays cheap
+
+    return kafka_client(
+        KafkaAdminClient, cfg, {**kafka_params(cfg), "client_id": client_id, **extra}
+    )
+
+
 def create_topics(
-    bootstrap: str,
+    kafka: KafkaConfig | str,
     topics: Mapping[str, int],
     compacted: Set[str] = frozenset(),
     *,
@@ -44,8 +85,7 @@ def create_topics(
     The wait matters: CreateTopics returns before the partition leaders are elected, and a
     producer or consumer that starts in that window sees errors or an empty assignment.
     """
-    from kafka import KafkaAdminClient  # deferred: importing this module stays cheap
-    from kafka.errors import for_code
+    from kafka.errors import AuthorizationError, for_code
 
     if not topics:
         return {}
@@ -67,13 +107,9 @@ def create_topics(
             "configs": topic_configs,
         }
     timeout_ms = int(timeout_s * 1000)
-    admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id=client_id,
-        request_timeout_ms=timeout_ms,
-        bootstrap_timeout_ms=timeout_ms,
-    )
-    try:
+    cfg = _config(kafka)
+    admin = _admin(cfg, client_id, request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms)
+    with _denials(cfg), closing(admin):
         result = admin.create_topics(request, timeout_ms=timeout_ms, raise_errors=False)
         created: list[str] = []
         for entry in result.get("topics", []):
@@ -81,14 +117,18 @@ def create_topics(
             if code == 0:
                 created.append(name)
             elif code != TOPIC_ALREADY_EXISTS:
+                if issubclass(for_code(code), AuthorizationError):
+                    raise AccessDenied(
+                        "kafka",
+                        kafka_principal(cfg),
+                        f"no ACL allowing to create topic {name} ({for_code(code).__name__})",
+                    )
                 message = entry.get("error_message") or for_code(code).__name__
                 raise TopicError(f"creating topic {name!r} failed: {message} (error {code})")
         admin.wait_for_topics(list(topics), timeout_ms=timeout_ms)
         actual = {
             t["name"]: len(t.get("partitions") or []) for t in admin.describe_topics(list(topics))
         }
-    finally:
-        admin.close()
     for name, wanted in topics.items():
         got = actual.get(name, 0)
         if got < wanted:
@@ -110,16 +150,17 @@ def create_topics(
     return actual
 
 
-def delete_topics(bootstrap: str, topics: Iterable[str], timeout_s: float = 30.0) -> list[str]:
+def delete_topics(
+    kafka: KafkaConfig | str, topics: Iterable[str], timeout_s: float = 30.0
+) -> list[str]:
     """Delete those of `topics` that exist and wait until the broker no longer lists them.
 
     For tools that reset their own scratch topics (demo, evaluation, benchmarks); returns the
     names that were deleted.
     """
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="streamrec-admin")
-    try:
+    cfg = _config(kafka)
+    admin = _admin(cfg, "streamrec-admin")
+    with _denials(cfg), closing(admin):
         doomed = sorted(set(topics) & set(admin.list_topics()))
         if doomed:
             admin.delete_topics(doomed, timeout_ms=int(timeout_s * 1000))
@@ -127,5 +168,3 @@ def delete_topics(bootstrap: str, topics: Iterable[str], timeout_s: float = 30.0
             while set(admin.list_topics()) & set(doomed) and time.monotonic() < deadline:
                 time.sleep(0.2)
         return doomed
-    finally:
-        admin.close()

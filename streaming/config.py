@@ -10,6 +10,15 @@ import re
 from dataclasses import dataclass
 
 from streamrec.model.config import ConfigError
+from streamrec.streaming.security import (
+    KAFKA_PROTOCOLS,
+    KAFKA_SASL_MECHANISMS,
+    NO_SECRET,
+    Secret,
+    redis_tls,
+    require_file,
+    split_url_password,
+)
 
 
 def _require(cond: bool, setting: str, message: str) -> None:
@@ -39,6 +48,16 @@ class KafkaConfig:
     # expires: 10 s here (kafka-python's default is 45 s) bounds a restart or takeover.
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
+    # PLAINTEXT, SASL_PLAINTEXT, SSL or SASL_SSL (kafka-python `security_protocol`)
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"  # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; SASL_* only
+    sasl_username: str = ""  # SASL user; required by SASL_PLAINTEXT and SASL_SSL
+    # SASL password (never printed), or `STREAMREC_KAFKA_SASL_PASSWORD_FILE` naming a file with it
+    sasl_password: Secret = NO_SECRET
+    ssl_cafile: str = ""  # CA bundle (PEM) the broker's certificate must chain to; SSL/SASL_SSL
+    ssl_certfile: str = ""  # client certificate (PEM) for mutual TLS; SSL/SASL_SSL
+    ssl_keyfile: str = ""  # private key (PEM) of the client certificate; SSL/SASL_SSL
+    ssl_check_hostname: bool = True  # the broker's certificate must name the host dialled
 
     def __post_init__(self) -> None:
         _require(bool(self.bootstrap.strip()), "bootstrap", "must name at least one host:port")
@@ -70,6 +89,50 @@ class KafkaConfig:
             "heartbeat_interval_ms",
             "must be >= 1 and at most a third of session_timeout_ms",
         )
+        _check_kafka_security(self)
+
+
+def _as_secret(section: object, name: str) -> None:
+    """A password passed as a plain str (code, `Config.replace`) is wrapped, never kept bare."""
+    value = getattr(section, name)
+    if not isinstance(value, Secret):
+        _require(isinstance(value, str), name, "must be a string")
+        object.__setattr__(section, name, Secret(value))
+
+
+def _check_kafka_security(c: KafkaConfig) -> None:
+    """Unknown names, SASL without credentials, and settings the protocol would ignore (a
+    password set for a PLAINTEXT listener is a mistake to say, not to drop silently)."""
+    _as_secret(c, "sasl_password")
+    _require(
+        c.security_protocol in KAFKA_PROTOCOLS,
+        "security_protocol",
+        f"must be one of {', '.join(KAFKA_PROTOCOLS)}, got {c.security_protocol!r}",
+    )
+    _require(
+        c.sasl_mechanism in KAFKA_SASL_MECHANISMS,
+        "sasl_mechanism",
+        f"must be one of {', '.join(KAFKA_SASL_MECHANISMS)}, got {c.sasl_mechanism!r}",
+    )
+    sasl = c.security_protocol.startswith("SASL_")
+    tls = c.security_protocol.endswith("SSL")
+    for name in ("sasl_username", "sasl_password"):
+        if sasl:
+            _require(bool(getattr(c, name)), name, f"{c.security_protocol} needs it")
+        else:
+            _require(
+                not getattr(c, name), name, f"set, but {c.security_protocol} does not use SASL"
+            )
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        _require(
+            tls or not getattr(c, name), name, f"set, but {c.security_protocol} does not use TLS"
+        )
+        require_file(getattr(c, name), name)
+    _require(
+        not c.ssl_keyfile or bool(c.ssl_certfile),
+        "ssl_keyfile",
+        "a key needs its certificate (ssl_certfile)",
+    )
 
 
 @dataclass(frozen=True)
@@ -81,6 +144,14 @@ class RedisConfig:
     retries: int = 5
     backoff_base_ms: int = 20
     backoff_cap_ms: int = 2000
+    username: str = ""  # ACL user (Redis 6+); empty: the URL's, else `default`
+    # password (never printed), or `STREAMREC_REDIS_PASSWORD_FILE` naming a file with it
+    password: Secret = NO_SECRET
+    ssl: bool = False  # TLS even for a redis:// URL (a rediss:// URL always uses TLS)
+    ssl_cafile: str = ""  # CA bundle (PEM) the server's certificate must chain to; TLS only
+    ssl_certfile: str = ""  # client certificate (PEM) for mutual TLS; TLS only
+    ssl_keyfile: str = ""  # private key (PEM) of the client certificate; TLS only
+    ssl_check_hostname: bool = True  # the server's certificate must name the host dialled
 
     def __post_init__(self) -> None:
         _require(
@@ -94,6 +165,21 @@ class RedisConfig:
         _require(0 <= self.retries <= 100, "retries", "must be in 0..100")
         _require(self.backoff_base_ms >= 1, "backoff_base_ms", "must be >= 1")
         _require(self.backoff_cap_ms >= self.backoff_base_ms, "backoff_cap_ms", "must be >= base")
+        _as_secret(self, "password")
+        bare, in_url = split_url_password(self.url)
+        if in_url is not None:
+            # Kept as a Secret, out of the URL: no repr, asdict or JSON of this config shows it.
+            _require(not self.password, "password", "given twice, in url and here: keep one")
+            object.__setattr__(self, "url", bare)
+            object.__setattr__(self, "password", in_url)
+        _require(not (self.ssl and self.url.startswith("unix://")), "ssl", "TLS needs a TCP URL")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            _require(
+                redis_tls(self) or not getattr(self, name),
+                name,
+                "set, but TLS is off (use a rediss:// URL or ssl=true)",
+            )
+            require_file(getattr(self, name), name)
 
 
 @dataclass(frozen=True)

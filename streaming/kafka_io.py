@@ -18,6 +18,13 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from streamrec.streaming.config import KafkaConfig
 from streamrec.streaming.events import Rejected
+from streamrec.streaming.security import (
+    AccessDenied,
+    client_principal,
+    denial,
+    kafka_client,
+    kafka_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +36,7 @@ MAX_ERROR_BYTES = 1024
 def make_producer(cfg: KafkaConfig, **overrides: Any) -> KafkaProducer:
     """An idempotent producer (acks=all) tuned for throughput: batches of 256 KiB, 5 ms linger."""
     params: dict[str, Any] = {
-        "bootstrap_servers": cfg.bootstrap.split(","),
+        **kafka_params(cfg),
         "acks": "all",
         "linger_ms": 5,
         "batch_size": 256 * 1024,
@@ -38,13 +45,13 @@ def make_producer(cfg: KafkaConfig, **overrides: Any) -> KafkaProducer:
         "client_id": "streamrec-producer",
     }
     params.update(overrides)
-    return KafkaProducer(**params)
+    return kafka_client(KafkaProducer, cfg, params)
 
 
 def make_consumer(cfg: KafkaConfig, group_id: str | None, **overrides: Any) -> KafkaConsumer:
     """A consumer that never auto-commits: offsets of record live in Redis with the state."""
     params: dict[str, Any] = {
-        "bootstrap_servers": cfg.bootstrap.split(","),
+        **kafka_params(cfg),
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -57,7 +64,7 @@ def make_consumer(cfg: KafkaConfig, group_id: str | None, **overrides: Any) -> K
         "client_id": "streamrec-trainer",
     }
     params.update(overrides)
-    return KafkaConsumer(**params)
+    return kafka_client(KafkaConsumer, cfg, params)
 
 
 def event_key(event: Mapping[str, Any]) -> bytes | None:
@@ -95,6 +102,10 @@ def publish(
             break
     producer.flush()
     if errors:
+        found = denial(errors[0])
+        if found is not None:
+            who = client_principal(producer.config)
+            raise AccessDenied(found.system, who, found.right) from errors[0]
         raise RuntimeError(f"publishing to {topic} failed: {errors[0]!r}")
     return n
 

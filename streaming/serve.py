@@ -33,6 +33,7 @@ from streamrec.streaming.client import (
     parse_feature_args,
 )
 from streamrec.streaming.config import RedisConfig
+from streamrec.streaming.security import denial
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
 
+def check_access(rec: Recommender, redis_cfg: RedisConfig) -> None:
+    """Before listening: a wrong password or a missing read right stops the server (raised as
+    `AccessDenied`); Redis merely down is served through (/healthz answers 503 until it is back)."""
+    try:
+        rec.health()
+    except StoreUnavailable as e:
+        found = denial(e, redis=redis_cfg)
+        if found is not None:
+            raise found from None
+        log.warning("Redis not answering at start (%s): serving 503 until it is back", e)
+
+
 def run_serve(args: argparse.Namespace, redis_cfg: RedisConfig) -> int:
     """Run the server until interrupted (uvicorn handles SIGINT/SIGTERM)."""
     import uvicorn
@@ -182,6 +195,7 @@ def run_serve(args: argparse.Namespace, redis_cfg: RedisConfig) -> int:
         precomputed_max_age_ms=None if age < 0 else age,
         matrix_refresh_ms=opt["matrix_refresh_ms"],
     )
+    check_access(rec, redis_cfg)
     uvicorn.run(create_app(rec), host=opt["host"], port=opt["port"], log_level=opt["log_level"])
     return 0
 

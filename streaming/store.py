@@ -25,6 +25,7 @@ from redis.retry import Retry
 
 from streamrec.streaming.config import RedisConfig
 from streamrec.streaming.keys import Keys, encode_vector
+from streamrec.streaming.security import is_denial, redis_params
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +47,21 @@ class FenceLost(RuntimeError):
 def connect(cfg: RedisConfig) -> redis.Redis:
     """A client that retries connection errors with jittered exponential backoff.
 
-    Explicit timeouts and Retry: defaults changed between redis-py releases.
+    Explicit timeouts and Retry: defaults changed between redis-py releases. A wrong password
+    or a missing right is not retried (`security.is_denial`): retrying cannot fix it.
+    Credentials and TLS files come from `security.redis_params`.
     """
     retry = Retry(
         ExponentialWithJitterBackoff(
             cap=cfg.backoff_cap_ms / 1000, base=cfg.backoff_base_ms / 1000
         ),
         cfg.retries,
+        is_retryable=lambda e: not is_denial(e),
     )
+    url, security = redis_params(cfg)
     return redis.Redis.from_url(
-        cfg.url,
+        url,
+        **security,
         socket_timeout=cfg.socket_timeout_ms / 1000,
         socket_connect_timeout=cfg.connect_timeout_ms / 1000,
         retry=retry,
