@@ -3,7 +3,7 @@ ACL stops `streamrec publish` within 15 s with one line naming Kafka, the princi
 failed; the right password publishes, and at DEBUG the password shows nowhere.
 
 The module runs a private single-node KRaft broker with a SASL_PLAINTEXT SCRAM-SHA-256
-listener and the standard authorizer, from the jars `streaming.services` downloads (read-only
+listener and the standard authorizer, from the jars `streamrec_devservices` downloads (read-only
 use of `kafka_tool_command`); the session's shared broker is not touched.
 """
 
@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from pipeline_helpers import free_ports, wait_until
 
+import streamrec_devservices as services
 from streamrec.consumers.config import Config
-from streamrec.streaming import services
 from streamrec.streaming.admin import create_topics
 from streamrec.streaming.config import KafkaConfig, ServicesConfig
 from streamrec.streaming.security import EXIT_ACCESS_DENIED, Secret

@@ -31,6 +31,7 @@ from streamrec.streaming.keys import Keys
 from streamrec.streaming.security import EXIT_ACCESS_DENIED, AccessDenied, Secret, denial
 from streamrec.streaming.store import RedisStore, connect
 from streamrec.streaming.synthetic import SyntheticConfig, SyntheticStream
+from streamrec_devservices import prereqs
 
 pytestmark = [pytest.mark.integration]
 
@@ -40,12 +41,8 @@ PREFIX = "sec:"
 
 
 def _redis_server() -> str:
-    found = shutil.which("redis-server") or next(
-        (p for p in ("/usr/bin/redis-server", "/usr/sbin/redis-server") if Path(p).exists()), None
-    )
-    if found is None:
-        pytest.skip("redis-server is not installed")
-    return found
+    """The binary the local services use, installed from Debian by them when missing."""
+    return prereqs.redis_server(Config.from_env().services)
 
 
 @pytest.fixture(scope="module")
