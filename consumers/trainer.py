@@ -37,10 +37,12 @@ from streamrec.consumers.config import Config
 from streamrec.consumers.lease import Lease, StandDown
 from streamrec.consumers.lifecycle import ACTIVE, STANDBY, STARTING, STOPPING, Lifecycle
 from streamrec.consumers.lists import DRAIN_S, DueLists
+from streamrec.consumers.live_quality import LiveQuality
 from streamrec.consumers.metrics import TrainerMetrics, TrainerStats
 from streamrec.consumers.outage import SHUTDOWN_RESERVE_S, Outage
 from streamrec.consumers.writer import BatchWriter
 from streamrec.model.base import CheckpointMismatch
+from streamrec.model.eval_state import PositiveRule
 from streamrec.streaming import kafka_io
 from streamrec.streaming.events import Event, EventRules
 from streamrec.streaming.group import GroupConsumer
@@ -132,6 +134,16 @@ class Trainer:
         self.outage = Outage(self.life, self.lease.lost, cfg.redis)
         self.writes = BatchWriter(self.store, self.outage, self.metrics, self.stats)
         self._announced_ready = False  # the "ready" line, once per time this trainer leads
+        tc = cfg.trainer
+        self.quality = LiveQuality(
+            sample_rate=tc.quality_sample_rate,
+            max_per_batch=tc.quality_max_per_batch,
+            window=tc.quality_window,
+            served_window=tc.quality_served_window,
+            positives=PositiveRule.from_model_config(cfg.model),
+        )
+        self._previous_events: list[Event] = []  # the last batch learned (its write may fly)
+        self._served_published_at = 0.0
 
     @property
     def recs_due(self) -> dict[str, None]:
@@ -448,6 +460,9 @@ class Trainer:
                 self.metrics.dead_letters.labels(d.rejected.reason).inc()
         # features given inline are remembered by learn itself, like catalogue records
         events = [e for _, e in good]
+        fresh = batches.past_stored(good, self.stored_offsets)
+        self._score_live(fresh)
+        self._previous_events = events
         t_learn = time.perf_counter()
         result = self.model.learn(events, touched=False)
         self._phase("learn", t_learn)
@@ -461,7 +476,6 @@ class Trainer:
         elif events:
             self.stats.last_loss = result.loss
             self.metrics.loss.set(result.loss)
-        fresh = batches.past_stored(good, self.stored_offsets)
         self.user_counts.update(e.user for _, e in good)
         self.model_offsets.update(ends)
         write_needed = any(ends[f] > self.stored_offsets.get(f, -1) for f in ends)
@@ -482,8 +496,29 @@ class Trainer:
         self.metrics.batch_size.observe(len(records))
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
         self._update_lag(ends)
+        if time.monotonic() - self._served_published_at >= 1.0:
+            self._served_published_at = time.monotonic()
+            self.quality.publish_served(self.metrics, self.model)
         if self.on_batch is not None:
             self.on_batch(self.stats)
+
+    def _score_live(self, fresh: list[tuple[Any, Event]]) -> None:
+        """Live quality: a sample of the batch's new events scored before it is learned
+        (consumers/live_quality.py); events re-learned to catch up are not new."""
+        picked = self.quality.pick(len(fresh))
+        if not picked:
+            return
+        t0 = time.perf_counter()
+        scored = self.quality.score_batch(
+            self.model,
+            [e for _, e in fresh],
+            counts=self.user_counts,
+            read_seen=self._read_seen,
+            previous=self._previous_events,
+            picked=picked,
+        )
+        self.quality.publish_samples(self.metrics, scored)
+        self._phase("quality", t0)
 
     def _skipped(self, bad: Undecodable) -> None:
         """An undecodable batch was sought past: dead-letter it with the next batch."""
@@ -501,6 +536,7 @@ class Trainer:
         for u in users:
             self.user_counts.pop(u, None)
         self.lists.forget(users)
+        self.quality.forget(items)
         self._evicted_users += users
         self._evicted_items += items
         self.metrics.evicted.labels("user").inc(len(users))
@@ -542,6 +578,8 @@ class Trainer:
         recs, recs_version = self.lists.finished()
         if evicted_users or evicted_items:  # lists ranked before the eviction
             recs = batch_write.drop_evicted(recs, gone_users, gone_items)
+        if recs:
+            self.quality.served(recs)
         self._phase("recommend", t_recs)
         t_rows = time.perf_counter()
         out = batch_write.assemble(
