@@ -144,6 +144,7 @@ class Trainer:
         )
         self._previous_events: list[Event] = []  # the last batch learned (its write may fly)
         self._served_published_at = 0.0
+        self._served_changed = False  # lists or popularity changed since the last publish
 
     @property
     def recs_due(self) -> dict[str, None]:
@@ -397,6 +398,7 @@ class Trainer:
             if full or due or catalogue_only or idle_work:
                 self.process(batch)
                 batch = []
+            self._publish_served(now)
             if now - last_summary >= 10:
                 last_summary = now
                 self._log_summary()
@@ -496,9 +498,7 @@ class Trainer:
         self.metrics.batch_size.observe(len(records))
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
         self._update_lag(ends)
-        if time.monotonic() - self._served_published_at >= 1.0:
-            self._served_published_at = time.monotonic()
-            self.quality.publish_served(self.metrics, self.model)
+        self._served_changed = True  # popularity moved
         if self.on_batch is not None:
             self.on_batch(self.stats)
 
@@ -519,6 +519,14 @@ class Trainer:
         )
         self.quality.publish_samples(self.metrics, scored)
         self._phase("quality", t0)
+
+    def _publish_served(self, now: float) -> None:
+        """Coverage and popular share of the served lists, at most once a second (the top
+        1 % by popularity is a pass over the catalogue)."""
+        if self._served_changed and now - self._served_published_at >= 1.0:
+            self._served_published_at = now
+            self._served_changed = False
+            self.quality.publish_served(self.metrics, self.model)
 
     def _skipped(self, bad: Undecodable) -> None:
         """An undecodable batch was sought past: dead-letter it with the next batch."""
@@ -580,6 +588,7 @@ class Trainer:
             recs = batch_write.drop_evicted(recs, gone_users, gone_items)
         if recs:
             self.quality.served(recs)
+            self._served_changed = True
         self._phase("recommend", t_recs)
         t_rows = time.perf_counter()
         out = batch_write.assemble(
