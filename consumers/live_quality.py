@@ -3,11 +3,12 @@ what the served lists look like (catalogue coverage, share of the most popular i
 
 The benchmark (`model/evaluate.py`) measures quality offline; this measures it on the stream
 the trainer learns, the same way: before a batch is learned, a few of its positive events are
-scored against the user's top-10 from the model as it stands, excluding what serving excludes
-(the user's seen set in Redis, plus the user's items learned but maybe not yet written and
-earlier in the batch); an event on an item the user already had is a repeat and is skipped,
-as the benchmark skips it. Users with learned events ("known") and the others ("cold", served
-from features or popularity) are kept apart: their rates differ by an order of magnitude.
+scored against the user's top-10 from the model as it stands (`begin`), excluding what serving
+excludes: the user's seen set in Redis as it was before the batch (read once the previous
+batch's write has landed: `finish`) and their items earlier in the batch. An event on an item
+the user already had is a repeat and is skipped, as the benchmark skips it. Users with learned
+events ("known", ranked like the precomputed lists) and the others ("cold", served from
+features or popularity) are kept apart: they are served by different paths.
 
 Served lists are the precomputed top-K lists the trainer writes to Redis. Over the last
 `served_window` of them: coverage is the share of the items the model knows that appear in
@@ -15,8 +16,8 @@ at least one, popular share the share of their slots that hold an item in the to
 catalogue by current (decayed) popularity: a feedback loop shows as that share rising while
 coverage falls.
 
-Pure bookkeeping: the trainer passes in the model, its events, a seen-set reader and lists;
-nothing here reads a clock, Kafka or Redis, and `publish` sets the Prometheus series.
+Bookkeeping only: the trainer passes in the model, its events, seen sets and lists; nothing
+here reads a clock, Kafka or Redis, and the `publish_*` methods set the Prometheus series.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from streamrec.model.base import ItemMatrix
 from streamrec.model.eval_state import PositiveRule
 from streamrec.model.metrics import hit_rate, ndcg, rank_of
+from streamrec.model.ranking import rank_lists
 
 K = 10  # HR@10, as the benchmark reports
 POPULAR_TOP = 0.01  # "popular": the top 1 % of known items by decayed popularity
@@ -49,6 +52,9 @@ class QualityModel(Protocol):
     def recommend_many(
         self, users: Sequence[str], k: int = 10, exclude: Mapping[str, Any] | None = None
     ) -> dict[str, list[tuple[str, float]]]: ...
+    def user_vectors(self, users: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]: ...
+    def exclude_rows(self, exclude: Any) -> np.ndarray: ...
+    def item_vectors(self) -> ItemMatrix: ...
 
 
 @dataclass
@@ -58,6 +64,23 @@ class Scored:
     samples: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LABELS, 0))
     hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LABELS, 0))
     repeats: int = 0  # sampled positives on an item the user already had: not scored
+
+
+class Query(NamedTuple):
+    user: str
+    item: str
+    earlier: frozenset[str]  # the user's items earlier in the batch
+
+
+@dataclass
+class Pending:
+    """Known users' queries of a batch, ranked from the model as it was before learning it
+    once their seen sets are read (`LiveQuality.finish`)."""
+
+    queries: list[Query]
+    rows: dict[str, int]  # user -> row of `vectors`
+    vectors: np.ndarray  # their served vectors before the batch was learned
+    matrix: ItemMatrix  # the item matrix they are ranked against
 
 
 class LiveQuality:
@@ -99,6 +122,99 @@ class LiveQuality:
             return []
         return sorted(self.rng.choice(n_events, size=n, replace=False).tolist())
 
+    def begin(
+        self,
+        model: QualityModel,
+        events: Sequence[Any],
+        *,
+        counts: Mapping[str, int],
+        picked: Sequence[int] | None = None,
+        matrix: ItemMatrix | None = None,
+    ) -> tuple[Scored, Pending | None]:
+        """Score a sample of `events` against the model before it learns them.
+
+        `counts`: events learned per user (a user with none is cold); `picked`: the indices
+        to score (default: `pick`); `matrix`: the item-matrix snapshot precomputed lists are
+        ranked against (consumers/lists.py; default: the model's current matrix).
+
+        Cold users are scored now: they have no seen set, only their items earlier in the
+        batch are excluded. Known users need their seen sets, which the trainer reads once
+        the previous batch's write has landed (reading sooner would queue behind it in
+        Redis): what ranks them, their vectors and the matrix as they are now, goes into the
+        returned `Pending`, for `finish`.
+        """
+        out = Scored()
+        idx = self.pick(len(events)) if picked is None else list(picked)
+        queries = [j for j in idx if self.positives(events[j])]
+        if not queries:
+            return out, None
+        users = {events[j].user for j in queries}
+        # the user's items earlier in this batch, as each query saw them (stream order)
+        earlier: dict[int, frozenset[str]] = {}
+        so_far: dict[str, set[str]] = {u: set() for u in users}
+        qset = set(queries)
+        for j, e in enumerate(events[: queries[-1] + 1]):
+            mine = so_far.get(e.user)
+            if mine is None:
+                continue
+            if j in qset:
+                earlier[j] = frozenset(mine)
+            mine.add(e.item)
+        known: list[Query] = []
+        cold: list[Query] = []
+        for j in queries:
+            e = events[j]
+            q = Query(e.user, e.item, earlier[j])
+            if counts.get(e.user, 0) > 0:
+                known.append(q)
+            elif e.item in q.earlier:
+                out.repeats += 1
+            else:
+                cold.append(q)
+        if cold:
+            asked = sorted({q.user for q in cold})
+            extra = max(len(q.earlier) for q in cold)
+            got = model.recommend_many(asked, K + extra, {})
+            for q in cold:
+                self._record("cold", q, [i for i, _ in got.get(q.user, [])], out)
+        if not known:
+            return out, None
+        names, vecs, _ = model.user_vectors(sorted({q.user for q in known}))
+        return out, Pending(
+            queries=known,
+            rows={u: r for r, u in enumerate(names)},
+            vectors=np.array(vecs, copy=True),
+            matrix=model.item_vectors() if matrix is None else matrix,
+        )
+
+    def finish(
+        self, model: QualityModel, pending: Pending, seen: Mapping[str, Iterable[str]]
+    ) -> Scored:
+        """Score the known users' queries of `begin`, excluding `seen[user]` (their seen
+        set in Redis as it was before the batch) and their items earlier in the batch."""
+        out = Scored()
+        history = {u: set(seen.get(u, ())) for u in pending.rows}
+        scored: list[Query] = []
+        for q in pending.queries:
+            if q.item in history[q.user] or q.item in q.earlier:
+                out.repeats += 1
+            else:
+                scored.append(q)
+        if not scored:
+            return out
+        m = pending.matrix
+        n = len(m.ids)
+        users = sorted({q.user for q in scored})
+        # item rows never move: rows past the snapshot are items it lacks
+        excl = [rows[rows < n] for rows in (model.exclude_rows(history[u]) for u in users)]
+        vecs = pending.vectors[[pending.rows[u] for u in users]]
+        extra = max(len(q.earlier) for q in scored)
+        lists = rank_lists(vecs, m.vectors, m.biases, m.ids, excl, K + extra)
+        got = dict(zip(users, lists, strict=True))
+        for q in scored:
+            self._record("known", q, [i for i, _ in got[q.user]], out)
+        return out
+
     def score_batch(
         self,
         model: QualityModel,
@@ -106,63 +222,25 @@ class LiveQuality:
         *,
         counts: Mapping[str, int],
         read_seen: SeenReader,
-        previous: Sequence[Any] = (),
         picked: Sequence[int] | None = None,
+        matrix: ItemMatrix | None = None,
     ) -> Scored:
-        """Score a sample of `events` (not learned yet) against the model's top-10.
-
-        `counts`: events learned per user (a user with none is cold); `read_seen`: the seen
-        sets serving excludes (Redis); `previous`: the batch learned before this one, whose
-        write may still be in flight, so its items may be missing from those sets.
-        `picked`: the indices to score (default: `pick`).
-        """
-        out = Scored()
-        idx = self.pick(len(events)) if picked is None else list(picked)
-        queries = [j for j in idx if self.positives(events[j])]
-        if not queries:
-            return out
-        users = {events[j].user for j in queries}
-        history: dict[str, set[str]] = {u: set() for u in users}
-        known = [u for u in users if counts.get(u, 0) > 0]
-        if known:
-            for u, items in read_seen(sorted(known)).items():
-                history[u].update(items)
-        for e in previous:
-            if e.user in history:
-                history[e.user].add(e.item)
-        # the user's items earlier in this batch, as each query saw them (stream order)
-        earlier: dict[int, frozenset[str]] = {}
-        so_far: dict[str, set[str]] = {u: set() for u in users}
-        qset = set(queries)
-        last = queries[-1]
-        for j, e in enumerate(events[: last + 1]):
-            mine = so_far.get(e.user)
-            if mine is None:
-                continue
-            if j in qset:
-                earlier[j] = frozenset(mine)
-            mine.add(e.item)
-        scored = []
-        for j in queries:
-            e = events[j]
-            if e.item in history[e.user] or e.item in earlier[j]:
-                out.repeats += 1
-            else:
-                scored.append(j)
-        if not scored:
-            return out
-        asked = sorted({events[j].user for j in scored})
-        extra = max(len(earlier[j]) for j in scored)
-        got = model.recommend_many(asked, K + extra, {u: history[u] for u in asked})
-        for j in scored:
-            e = events[j]
-            recs = [i for i, _ in got.get(e.user, []) if i not in earlier[j]][:K]
-            label = "known" if counts.get(e.user, 0) > 0 else "cold"
-            rank = rank_of(e.item, recs)
-            self.ranks[label].append(rank)
-            out.samples[label] += 1
-            out.hits[label] += rank > 0
+        """`begin` and `finish` at once, the seen sets from `read_seen(users)`."""
+        out, pending = self.begin(model, events, counts=counts, picked=picked, matrix=matrix)
+        if pending is not None:
+            more = self.finish(model, pending, read_seen(sorted(pending.rows)))
+            for label in LABELS:
+                out.samples[label] += more.samples[label]
+                out.hits[label] += more.hits[label]
+            out.repeats += more.repeats
         return out
+
+    def _record(self, label: str, q: Query, ranked: list[str], out: Scored) -> None:
+        recs = [i for i in ranked if i not in q.earlier][:K]
+        rank = rank_of(q.item, recs)
+        self.ranks[label].append(rank)
+        out.samples[label] += 1
+        out.hits[label] += rank > 0
 
     def hr(self, label: str) -> float:
         """HR@10 over the window; nan before the first sample."""

@@ -37,7 +37,7 @@ from streamrec.consumers.config import Config
 from streamrec.consumers.lease import Lease, StandDown
 from streamrec.consumers.lifecycle import ACTIVE, STANDBY, STARTING, STOPPING, Lifecycle
 from streamrec.consumers.lists import DRAIN_S, DueLists
-from streamrec.consumers.live_quality import LiveQuality
+from streamrec.consumers.live_quality import LiveQuality, Pending
 from streamrec.consumers.metrics import TrainerMetrics, TrainerStats
 from streamrec.consumers.outage import SHUTDOWN_RESERVE_S, Outage
 from streamrec.consumers.writer import BatchWriter
@@ -142,7 +142,8 @@ class Trainer:
             served_window=tc.quality_served_window,
             positives=PositiveRule.from_model_config(cfg.model),
         )
-        self._previous_events: list[Event] = []  # the last batch learned (its write may fly)
+        # known users' sampled queries of the last batch, scored once its write is submitted
+        self._live_pending: Pending | None = None
         self._served_published_at = 0.0
         self._served_changed = False  # lists or popularity changed since the last publish
 
@@ -464,7 +465,6 @@ class Trainer:
         events = [e for _, e in good]
         fresh = batches.past_stored(good, self.stored_offsets)
         self._score_live(fresh)
-        self._previous_events = events
         t_learn = time.perf_counter()
         result = self.model.learn(events, touched=False)
         self._phase("learn", t_learn)
@@ -506,17 +506,33 @@ class Trainer:
         """Live quality: a sample of the batch's new events scored before it is learned
         (consumers/live_quality.py); events re-learned to catch up are not new."""
         picked = self.quality.pick(len(fresh))
+        self._live_pending = None  # a batch that wrote nothing left it: dropped
         if not picked:
             return
         t0 = time.perf_counter()
-        scored = self.quality.score_batch(
+        scored, self._live_pending = self.quality.begin(
             self.model,
             [e for _, e in fresh],
             counts=self.user_counts,
-            read_seen=self._read_seen,
-            previous=self._previous_events,
             picked=picked,
+            matrix=self.lists.ranking_matrix(self.model),
         )
+        self.quality.publish_samples(self.metrics, scored)
+        self._phase("quality", t0)
+
+    def _finish_live(self) -> None:
+        """Score the known users sampled from the batch being written, against their seen
+        sets as the previous write left them: that write has landed and this one is not
+        sent yet, so Redis answers at once; the sets join the ranking thread's cache (those
+        users are due)."""
+        pending, self._live_pending = self._live_pending, None
+        if pending is None:
+            return
+        t0 = time.perf_counter()
+        users = list(pending.rows)
+        seen = self.lists.seen
+        self.lists.load_seen([u for u in users if u not in seen])
+        scored = self.quality.finish(self.model, pending, {u: seen[u] for u in users})
         self.quality.publish_samples(self.metrics, scored)
         self._phase("quality", t0)
 
@@ -617,6 +633,7 @@ class Trainer:
         self._phase("rows", t_rows)
         # One write in flight: the previous batch's lands first (offsets fence each other).
         self.flush_writes()
+        self._finish_live()  # before this batch's items join the cached seen sets
         self.lists.note_seen(users, new_seen)
         self.writes.submit(batch, ends, out.newest)
         # what Redis holds once it lands: the next batch fences on it, and skips re-learned

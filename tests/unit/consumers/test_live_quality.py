@@ -7,11 +7,13 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pytest
 from prometheus_client import generate_latest
 
 from streamrec.consumers.live_quality import LiveQuality
 from streamrec.consumers.metrics import TrainerMetrics
+from streamrec.model.base import ItemMatrix
 from streamrec.model.eval_state import PositiveRule
 from streamrec.model.testing import Event
 
@@ -25,13 +27,22 @@ class FakePopularity:
 
 
 class FakeModel:
-    """Ranks every user's items in catalogue order (i0 first), minus the excluded ones."""
+    """Ranks every user's items in catalogue order (i0 first), minus the excluded ones: cold
+    users by `recommend_many`; known users' vectors [1, 0] against an item matrix of
+    vectors [1 - row / 1000, 0]."""
 
     n_items = len(CATALOGUE)
     popularity = FakePopularity()
 
     def __init__(self) -> None:
         self.asked: list[tuple[list[str], int]] = []
+        self.user_vec = [1.0, 0.0]
+
+    def item_vectors(self) -> ItemMatrix:
+        n = len(CATALOGUE)
+        vecs = np.zeros((n, 2), np.float32)
+        vecs[:, 0] = 1 - np.arange(n) / 1000  # i0 [1, 0], i199 [0.801, 0]
+        return ItemMatrix(list(CATALOGUE), vecs, np.zeros(n, np.float32))
 
     def recommend_many(
         self,
@@ -46,6 +57,13 @@ class FakeModel:
             lst = [i for i in CATALOGUE if i not in ex.get(u, ())][:k]
             out[u] = [(i, 1.0 / (j + 1)) for j, i in enumerate(lst)]
         return out
+
+    def user_vectors(self, users: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        n = len(users)
+        return list(users), np.tile(np.float32(self.user_vec), (n, 1)), np.zeros(n, np.float32)
+
+    def exclude_rows(self, exclude: Collection[str]) -> np.ndarray:
+        return np.asarray(sorted(int(i[1:]) for i in exclude), np.int64)
 
 
 def monitor(
@@ -62,16 +80,15 @@ def monitor(
 
 
 BATCH = [
-    Event("u1", "i3", "view"),  # 0: known; seen {i0} + previous batch {i1}: rank 2, a hit
+    Event("u1", "i3", "view"),  # 0: known; seen {i0, i1}: i2, i3, .. -> rank 2, a hit
     Event("u2", "i15", "purchase"),  # 1: cold; ranked i0..i9: a miss
     Event("u1", "i3", "click"),  # 2: i3 earlier in the batch: a repeat, not scored
     Event("u1", "i4", "rating", 2.0),  # 3: not a positive
     Event("u1", "i12", "view"),  # 4: i3, i4 earlier: i2, i5..i13 -> rank 9, a hit
     Event("u3", "i11", "view"),  # 5: known; seen {i0}: i1..i10 -> rank 11, a miss
 ]
-PREVIOUS = [Event("u1", "i1", "click"), Event("u9", "i7", "view")]
 COUNTS = {"u1": 5, "u3": 1}  # u2 has no learned event: cold
-SEEN = {"u1": ["i0"], "u3": ["i0"]}
+SEEN = {"u1": ["i0", "i1"], "u3": ["i0"]}
 
 
 def score(q: LiveQuality, model: FakeModel, reads: list[list[str]]) -> Any:
@@ -79,9 +96,7 @@ def score(q: LiveQuality, model: FakeModel, reads: list[list[str]]) -> Any:
         reads.append(users)
         return {u: SEEN.get(u, []) for u in users}
 
-    return q.score_batch(
-        model, BATCH, counts=COUNTS, read_seen=read_seen, previous=PREVIOUS, picked=range(6)
-    )
+    return q.score_batch(model, BATCH, counts=COUNTS, read_seen=read_seen, picked=range(6))
 
 
 def test_golden_hits_ndcg_and_window() -> None:
@@ -94,8 +109,8 @@ def test_golden_hits_ndcg_and_window() -> None:
     assert s.hits == {"known": 2, "cold": 0}
     assert s.repeats == 1
     assert reads == [["u1", "u3"]]  # seen sets of known users only, one read
-    # one call for the scored users; 10 + 2 asked (u1's query 4 drops i3 and i4 after)
-    assert model.asked == [(["u1", "u2", "u3"], 12)]
+    # the model is asked for cold users only (10, none earlier in the batch)
+    assert model.asked == [(["u2"], 10)]
     assert q.hr("known") == pytest.approx(2 / 3)
     assert q.ndcg("known") == pytest.approx((1 / math.log2(3) + 1 / math.log2(10)) / 3)
     assert q.hr("cold") == 0.0 and q.ndcg("cold") == 0.0
@@ -107,17 +122,24 @@ def test_golden_hits_ndcg_and_window() -> None:
     assert w.ndcg("known") == pytest.approx(1 / math.log2(10) / 2)
 
 
-def test_without_the_previous_batch_its_item_is_not_excluded() -> None:
-    # u1's query 0 without i1 excluded: i1, i2, i3 -> rank 3 (the in-flight write matters)
-    q = monitor()
-    q.score_batch(
-        FakeModel(),
-        BATCH[:1],
-        counts=COUNTS,
-        read_seen=lambda us: {u: SEEN[u] for u in us},
-        picked=[0],
+def test_known_users_are_ranked_as_the_model_was_before_the_batch() -> None:
+    # begin captures u3's vector [1, 0]; the model then "learns" ([-1, 0] ranks i199 first).
+    # finish, with u3's seen set {i0}: ranked from the captured vector, i1..i10, and i5 at
+    # rank 5 is a hit; with the new vector i5 would be far down.
+    q, model = monitor(), FakeModel()
+    scored, pending = q.begin(
+        model, [Event("u3", "i5", "view")], counts={"u3": 1}, picked=[0], matrix=None
     )
-    assert list(q.ranks["known"]) == [3]
+    assert scored.samples == {"known": 0, "cold": 0} and pending is not None
+    model.user_vec = [-1.0, 0.0]
+    s = q.finish(model, pending, {"u3": ["i0"]})
+    assert s.samples["known"] == 1 and s.hits["known"] == 1
+    assert list(q.ranks["known"]) == [5]
+    # the seen set read at finish decides repeats: i5 seen -> a repeat, not scored
+    _, pending = q.begin(model, [Event("u3", "i5", "view")], counts={"u3": 1}, picked=[0])
+    assert pending is not None
+    assert q.finish(model, pending, {"u3": ["i5"]}).repeats == 1
+    assert list(q.ranks["known"]) == [5]
 
 
 def test_served_coverage_and_popular_share() -> None:
@@ -174,3 +196,27 @@ def test_published_series() -> None:
     assert 'streamrec_live_hr10{users="cold"} 0.0' in text
     assert f"streamrec_served_catalogue_coverage {2 / 200!r}" in text  # i0, i5 of 200
     assert "streamrec_served_popular_share 0.5" in text  # i0 in 1 of 2 slots
+
+
+def test_known_users_are_ranked_against_the_snapshot() -> None:
+    # Snapshot of 12 items, all [1, 0], biases 0.1 * row: user [1, 0] ranks i11, i10, .., i0
+    # (the model's own ranking would start at i0). u3's seen set {i0, i150}: i150 is past
+    # the snapshot and dropped from the exclusion. 10 + 1 asked (query 1 drops i11 after).
+    # query 0, i11: rank 1; query 1, i1 with i11 earlier: i10..i1 -> rank 10.
+    # HR 2/2; NDCG (1 + 1/log2(11)) / 2
+    snap = ItemMatrix(
+        CATALOGUE[:12], np.tile(np.float32([1.0, 0.0]), (12, 1)), np.float32(np.arange(12) / 10)
+    )
+    q, model = monitor(), FakeModel()
+    s = q.score_batch(
+        model,
+        [Event("u3", "i11", "view"), Event("u3", "i1", "view")],
+        counts={"u3": 1},
+        read_seen=lambda us: {"u3": ["i0", "i150"]},
+        picked=[0, 1],
+        matrix=snap,
+    )
+    assert s.samples["known"] == 2 and s.hits["known"] == 2
+    assert list(q.ranks["known"]) == [1, 10]
+    assert q.ndcg("known") == pytest.approx((1 + 1 / math.log2(11)) / 2)
+    assert model.asked == []  # cold users only go to recommend_many
