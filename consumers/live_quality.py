@@ -204,6 +204,10 @@ class LiveQuality:
             return out
         m = pending.matrix
         n = len(m.ids)
+        if n == 0:  # nothing to recommend yet: every query misses
+            for q in scored:
+                self._record("known", q, [], out)
+            return out
         users = sorted({q.user for q in scored})
         # item rows never move: rows past the snapshot are items it lacks
         excl = [rows[rows < n] for rows in (model.exclude_rows(history[u]) for u in users)]

@@ -220,3 +220,15 @@ def test_known_users_are_ranked_against_the_snapshot() -> None:
     assert list(q.ranks["known"]) == [1, 10]
     assert q.ndcg("known") == pytest.approx((1 + 1 / math.log2(11)) / 2)
     assert model.asked == []  # cold users only go to recommend_many
+
+
+def test_an_empty_snapshot_is_a_miss_not_an_error() -> None:
+    empty = ItemMatrix([], np.zeros((0, 2), np.float32), np.zeros(0, np.float32))
+    q, model = monitor(), FakeModel()
+    _, pending = q.begin(
+        model, [Event("u3", "i5", "view")], counts={"u3": 1}, picked=[0], matrix=empty
+    )
+    assert pending is not None
+    s = q.finish(model, pending, {})
+    assert s.samples["known"] == 1 and s.hits["known"] == 0
+    assert q.hr("known") == 0.0
