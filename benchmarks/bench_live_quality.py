@@ -6,7 +6,9 @@ One stream is published once; trainers (in this process, one after another, each
 own consumer group and Redis prefix) consume all of it from the start, alternating sampler
 off and on, `--rounds` times each. Reported: each run's events/s from its first batch on,
 the median per setting, their ratio (on / off), and the share of the on-runs' time spent in
-the sampler's phase ("quality"). The machine may be shared: compare only within one run.
+the sampler's phase ("quality"). The order alternates by round. The machine may be shared:
+compare only within one run, and trust the phase share over the events/s ratio when other
+load comes and goes.
 """
 
 from __future__ import annotations
@@ -99,7 +101,9 @@ def main() -> None:
         kafka_io.publish(producer, k.events_topic, stream.events())
         producer.close()
         for r in range(args.rounds):
-            for rate in (0.0, args.rate):
+            # off first in even rounds, on first in odd ones: a load that drifts over the
+            # run favours neither
+            for rate in (0.0, args.rate) if r % 2 == 0 else (args.rate, 0.0):
                 tag = uuid.uuid4().hex[:8]
                 tags.append(tag)
                 res = _run(_config(tag, topic_tag, args, rate), args.events)
