@@ -55,6 +55,13 @@ class TrainerConfig:
     value_abs_max: float = 1e6  # events with |value| above this are dead letters
     max_ts_skew_ms: int = 24 * 3600 * 1000  # how far past now an event's ts may be
     max_event_bytes: int = 64 * 1024  # larger records are dead letters (too_large)
+    # Live quality (docs/operations.md): share of each batch's events drawn to be scored
+    # against the user's top-10 before the batch is learned (positives only count); 0: off
+    quality_sample_rate: float = 0.02
+    quality_max_per_batch: int = 16  # at most this many drawn per batch: a bounded cost
+    quality_window: int = 2000  # sampled events per users label streamrec_live_hr10 is over
+    # written top-K lists streamrec_served_catalogue_coverage and _popular_share are over
+    quality_served_window: int = 10_000
 
     def __post_init__(self) -> None:
         _require(1 <= self.batch_max_events <= 1_000_000, "batch_max_events", "must be in 1..1e6")
@@ -83,6 +90,10 @@ class TrainerConfig:
         )
         _require(self.max_ts_skew_ms >= 0, "max_ts_skew_ms", "must be >= 0")
         _require(self.max_event_bytes >= 256, "max_event_bytes", "must be >= 256")
+        _require(0.0 <= self.quality_sample_rate <= 1.0, "quality_sample_rate", "must be in [0, 1]")
+        _require(self.quality_max_per_batch >= 0, "quality_max_per_batch", "must be >= 0")
+        _require(self.quality_window >= 1, "quality_window", "must be >= 1")
+        _require(self.quality_served_window >= 1, "quality_served_window", "must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ from streamrec.model.evaluate import (
     format_summary,
     plot_report,
     prequential,
+    prequential_fresh,
     score_queries,
     sort_events,
     write_report,
@@ -441,6 +442,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=0.1, help="share learned before scoring")
     p.add_argument("--auc-share", type=float, default=0.2, help="share of queries with AUC")
     p.add_argument("--no-baselines", action="store_true")
+    p.add_argument(
+        "--protocol",
+        choices=["minibatch", "fresh"],
+        default="minibatch",
+        help="in-process: minibatch scores a whole batch before learning it; fresh scores "
+        "event by event, the user's own earlier events learned first (model.evaluate."
+        "prequential_fresh); the pipeline modes are minibatch only",
+    )
     p.add_argument("--trainer", choices=["thread", "subprocess"], default="thread")
     p.add_argument("--keep", action="store_true", help="pipeline: keep topics and Redis keys")
     p.add_argument("--out", metavar="DIR", default="reports/quality", help="JSON + PNG here")
@@ -474,6 +483,13 @@ def _load_events(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
 def main(argv: Sequence[str] | None = None, cfg: Config | None = None) -> int:
     """`streamrec evaluate`: exit 0 on a finished report, 2 on bad arguments or input."""
     args = _parser().parse_args(argv)
+    if args.protocol == "fresh" and args.mode != "in-process":
+        print(
+            "streamrec evaluate: --protocol fresh is in-process only (the pipeline learns "
+            "in the trainer's batches)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         cfg = cfg or Config.from_env()
         events, source = _load_events(args)
@@ -509,7 +525,8 @@ def main(argv: Sequence[str] | None = None, cfg: Config | None = None) -> int:
         from streamrec.model.online import OnlineRecommender
 
         models: dict[str, Any] = {"model": OnlineRecommender(cfg.model), **baselines}
-        report = prequential(events, models, eval_cfg, progress=args.progress)
+        run = prequential_fresh if args.protocol == "fresh" else prequential
+        report = run(events, models, eval_cfg, progress=args.progress)
     else:
         run_cfg = isolated_config(cfg)
         try:

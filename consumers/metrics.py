@@ -28,7 +28,7 @@ class TrainerStats:
     started_at: float = field(default_factory=time.monotonic)
     dead_by_reason: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     last_loss: float = float("nan")
-    # wall time per phase (poll, parse, learn, seen, recommend, rows, redis, commit)
+    # wall time per phase (poll, parse, quality, learn, seen, recommend, rows, redis, commit)
     phase_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def rate(self) -> float:
@@ -117,6 +117,44 @@ class TrainerMetrics:
         self.loss = Gauge("streamrec_loss", "Mean loss of the last applied batch", registry=r)
         self.lag = Gauge(
             "streamrec_lag_records", "Records behind the partition's end", ["partition"], registry=r
+        )
+        # live quality (consumers/live_quality.py)
+        self.live_samples = Counter(
+            "streamrec_live_quality_samples_total",
+            "Sampled positive events scored against the user's top-10 before being learned",
+            ["users"],
+            registry=r,
+        )
+        self.live_hits = Counter(
+            "streamrec_live_quality_hits_total",
+            "Of those, events whose item was in the top-10",
+            ["users"],
+            registry=r,
+        )
+        for users in ("known", "cold"):  # both series exist from the start, at 0
+            self.live_samples.labels(users)
+            self.live_hits.labels(users)
+        self.live_hr10 = Gauge(
+            "streamrec_live_hr10",
+            "Prequential HR@10 over the last quality_window sampled events",
+            ["users"],
+            registry=r,
+        )
+        self.live_ndcg10 = Gauge(
+            "streamrec_live_ndcg10",
+            "Prequential NDCG@10 over the last quality_window sampled events",
+            ["users"],
+            registry=r,
+        )
+        self.served_coverage = Gauge(
+            "streamrec_served_catalogue_coverage",
+            "Share of known items in at least one of the last quality_served_window lists written",
+            registry=r,
+        )
+        self.served_popular_share = Gauge(
+            "streamrec_served_popular_share",
+            "Share of those lists' slots holding an item in the top 1 % by current popularity",
+            registry=r,
         )
 
         self.gc_pause_seconds = Histogram(

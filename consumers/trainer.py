@@ -37,10 +37,12 @@ from streamrec.consumers.config import Config
 from streamrec.consumers.lease import Lease, StandDown
 from streamrec.consumers.lifecycle import ACTIVE, STANDBY, STARTING, STOPPING, Lifecycle
 from streamrec.consumers.lists import DRAIN_S, DueLists
+from streamrec.consumers.live_quality import LiveQuality, Pending
 from streamrec.consumers.metrics import TrainerMetrics, TrainerStats
 from streamrec.consumers.outage import SHUTDOWN_RESERVE_S, Outage
 from streamrec.consumers.writer import BatchWriter
 from streamrec.model.base import CheckpointMismatch
+from streamrec.model.eval_state import PositiveRule
 from streamrec.streaming import kafka_io
 from streamrec.streaming.events import Event, EventRules
 from streamrec.streaming.group import GroupConsumer
@@ -132,6 +134,18 @@ class Trainer:
         self.outage = Outage(self.life, self.lease.lost, cfg.redis, cfg.kafka)
         self.writes = BatchWriter(self.store, self.outage, self.metrics, self.stats)
         self._announced_ready = False  # the "ready" line, once per time this trainer leads
+        tc = cfg.trainer
+        self.quality = LiveQuality(
+            sample_rate=tc.quality_sample_rate,
+            max_per_batch=tc.quality_max_per_batch,
+            window=tc.quality_window,
+            served_window=tc.quality_served_window,
+            positives=PositiveRule.from_model_config(cfg.model),
+        )
+        # known users' sampled queries of the last batch, scored once its write is submitted
+        self._live_pending: Pending | None = None
+        self._served_published_at = 0.0
+        self._served_changed = False  # lists or popularity changed since the last publish
 
     @property
     def recs_due(self) -> dict[str, None]:
@@ -391,6 +405,7 @@ class Trainer:
             if full or due or catalogue_only or idle_work:
                 self.process(batch)
                 batch = []
+            self._publish_served(now)
             if now - last_summary >= 10:
                 last_summary = now
                 self._log_summary()
@@ -454,6 +469,8 @@ class Trainer:
                 self.metrics.dead_letters.labels(d.rejected.reason).inc()
         # features given inline are remembered by learn itself, like catalogue records
         events = [e for _, e in good]
+        fresh = batches.past_stored(good, self.stored_offsets)
+        self._score_live(fresh)
         t_learn = time.perf_counter()
         result = self.model.learn(events, touched=False)
         self._phase("learn", t_learn)
@@ -467,7 +484,6 @@ class Trainer:
         elif events:
             self.stats.last_loss = result.loss
             self.metrics.loss.set(result.loss)
-        fresh = batches.past_stored(good, self.stored_offsets)
         self.user_counts.update(e.user for _, e in good)
         self.model_offsets.update(ends)
         write_needed = any(ends[f] > self.stored_offsets.get(f, -1) for f in ends)
@@ -488,8 +504,51 @@ class Trainer:
         self.metrics.batch_size.observe(len(records))
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
         self._update_lag(ends)
+        self._served_changed = True  # popularity moved
         if self.on_batch is not None:
             self.on_batch(self.stats)
+
+    def _score_live(self, fresh: list[tuple[Any, Event]]) -> None:
+        """Live quality: a sample of the batch's new events scored before it is learned
+        (consumers/live_quality.py); events re-learned to catch up are not new."""
+        picked = self.quality.pick(len(fresh))
+        self._live_pending = None  # a batch that wrote nothing left it: dropped
+        if not picked:
+            return
+        t0 = time.perf_counter()
+        scored, self._live_pending = self.quality.begin(
+            self.model,
+            [e for _, e in fresh],
+            counts=self.user_counts,
+            picked=picked,
+            matrix=self.lists.ranking_matrix(self.model),
+        )
+        self.quality.publish_samples(self.metrics, scored)
+        self._phase("quality", t0)
+
+    def _finish_live(self) -> None:
+        """Score the known users sampled from the batch being written, against their seen
+        sets as the previous write left them: that write has landed and this one is not
+        sent yet, so Redis answers at once; the sets join the ranking thread's cache (those
+        users are due)."""
+        pending, self._live_pending = self._live_pending, None
+        if pending is None:
+            return
+        t0 = time.perf_counter()
+        users = list(pending.rows)
+        seen = self.lists.seen
+        self.lists.load_seen([u for u in users if u not in seen])
+        scored = self.quality.finish(self.model, pending, {u: seen[u] for u in users})
+        self.quality.publish_samples(self.metrics, scored)
+        self._phase("quality", t0)
+
+    def _publish_served(self, now: float) -> None:
+        """Coverage and popular share of the served lists, at most once a second (the top
+        1 % by popularity is a pass over the catalogue)."""
+        if self._served_changed and now - self._served_published_at >= 1.0:
+            self._served_published_at = now
+            self._served_changed = False
+            self.quality.publish_served(self.metrics, self.model)
 
     def _skipped(self, bad: Undecodable) -> None:
         """An undecodable batch was sought past: dead-letter it with the next batch."""
@@ -507,6 +566,7 @@ class Trainer:
         for u in users:
             self.user_counts.pop(u, None)
         self.lists.forget(users)
+        self.quality.forget(items)
         self._evicted_users += users
         self._evicted_items += items
         self.metrics.evicted.labels("user").inc(len(users))
@@ -548,6 +608,9 @@ class Trainer:
         recs, recs_version = self.lists.finished()
         if evicted_users or evicted_items:  # lists ranked before the eviction
             recs = batch_write.drop_evicted(recs, gone_users, gone_items)
+        if recs:
+            self.quality.served(recs)
+            self._served_changed = True
         self._phase("recommend", t_recs)
         t_rows = time.perf_counter()
         out = batch_write.assemble(
@@ -576,6 +639,7 @@ class Trainer:
         self._phase("rows", t_rows)
         # One write in flight: the previous batch's lands first (offsets fence each other).
         self.flush_writes()
+        self._finish_live()  # before this batch's items join the cached seen sets
         self.lists.note_seen(users, new_seen)
         self.writes.submit(batch, ends, out.newest)
         # what Redis holds once it lands: the next batch fences on it, and skips re-learned
