@@ -121,6 +121,7 @@ class Batch:
     r: np.ndarray  # events of the ranking loss
     q: np.ndarray  # events of the pointwise loss
     neg: np.ndarray  # the shared negatives (item rows)
+    i_set: np.ndarray  # every item row the step updates (events' and negatives')
     uf_set: np.ndarray  # user feature rows in the batch
     if_set: np.ndarray  # item feature rows in the batch (negatives' included)
 
@@ -210,6 +211,7 @@ def pack(
         r=r,
         q=q,
         neg=neg,
+        i_set=i_set,
         uf_set=uf_set,
         if_set=if_set,
     )

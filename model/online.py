@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.model import persistence, serving
+from streamrec.model import persistence, serving, small_step
 from streamrec.model import step as steps
 from streamrec.model.base import CheckpointMismatch, EventLike, Features, ItemMatrix, LearnResult
 from streamrec.model.batch import Attribute, EventWeights, StepKey, accidental_hits, pack
@@ -70,11 +70,18 @@ class OnlineRecommender:
         self.sampler = NegativeSampler(config.negative_buffer_size, config.negative_popularity_mix)
         self.version = 0
         self.skipped_nonfinite = 0  # batches whose update was skipped (non-finite loss/grads)
-        self._mutations = 0  # bumps on every state change; keys the item-matrix cache
+        # bumps on every change that may move any item row: keys the item-matrix cache
+        self._mutations = 0
         self._gbias: float | None = None  # cached global bias; None: read it again
         self._clock_ms = 0  # newest event time learned: the eviction clock
         self._evicted_at_ms = 0  # clock of the last eviction pass
+        # (mutations, vectors, biases) with spare rows; `_item_matrix` serves the first n.
         self._item_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._item_dirty: list[np.ndarray] = []  # item rows changed since the cache was built
+        self._item_dirty_rows = 0
+        self._item_shared = False  # item_vectors() handed the cached arrays out
+        # Batches of at most this many events take the numpy step (`small_step`); 0: never.
+        self.small_batch_max = small_step.SMALL_BATCH_MAX_EVENTS
         self._steps: dict[StepKey, Any] = {}  # compiled step per variant (`_step`)
         self._weights = EventWeights(config)
         self._sync()
@@ -127,9 +134,10 @@ class OnlineRecommender:
         TF op per catalogue record; the draws happen in the same order for the same calls.
         """
         scale = self.config.init_scale
-        changed = self.users.sync(self.rng, scale, self._clock_ms)
-        if self.items.sync(self.rng, scale, self._clock_ms) or changed:
-            self._mutations += 1
+        self.users.sync(self.rng, scale, self._clock_ms)  # user rows are not in the item matrix
+        n_items = self.items.n_init
+        if self.items.sync(self.rng, scale, self._clock_ms) and self.items.n_init > n_items:
+            self._items_changed(np.arange(n_items, self.items.n_init))
 
     # --- learning ----------------------------------------------------------------------------
 
@@ -195,7 +203,9 @@ class OnlineRecommender:
         u_rows = self.users.ids.rows(users)
         i_rows = self.items.ids.rows(items)
         self.users.remember(u_rows, user_features)
-        self.items.remember(i_rows, item_features)
+        if item_features is not None and any(f is not None for f in item_features):
+            self.items.remember(i_rows, item_features)
+            self._mutations += 1  # items' features may have changed: rebuild their matrix
         self._sync()
 
         types = types if isinstance(types, list) else list(types)
@@ -203,8 +213,16 @@ class OnlineRecommender:
         batch = pack(cfg, self.users, self.items, self.sampler, self.rng, u_rows, i_rows, weights)
         if batch is None:
             return self._result(n, math.nan, False, users, items, None, touched)
-        total, ok = steps.run(self._step(batch.key), batch, cfg.steps_per_batch)
-        self._mutations += 1
+        if n <= self.small_batch_max:
+            total, ok = small_step.run(
+                cfg, self.users, self.items, self.gbias, batch, cfg.steps_per_batch
+            )
+        else:
+            total, ok = steps.run(self._step(batch.key), batch, cfg.steps_per_batch)
+        if batch.if_set.shape[0]:
+            self._mutations += 1  # item feature rows moved: every item carrying them did
+        else:
+            self._items_changed(batch.i_set)
         if batch.q.shape[0]:
             self._gbias = None
         if not ok:
@@ -318,7 +336,7 @@ class OnlineRecommender:
         touched_items = dict.fromkeys(items)
         if neg is not None and neg.shape[0]:
             iid = self.items.ids.ids
-            touched_items.update(dict.fromkeys(iid[r] for r in neg.tolist()))
+            touched_items.update(dict.fromkeys(map(iid.__getitem__, neg.tolist())))
         return LearnResult(
             n, loss, skipped, list(dict.fromkeys(users)), list(touched_items), self.version
         )
@@ -394,19 +412,46 @@ class OnlineRecommender:
 
     def item_vectors(self) -> ItemMatrix:
         vecs, biases = self._item_matrix()
-        # The cached arrays themselves, read-only: no copy of the whole matrix per call.
+        # The cached arrays themselves, read-only: no copy of the whole matrix per call. The
+        # next update of the cache copies them first, so the caller's snapshot stays as is.
+        self._item_shared = True
         return ItemMatrix(list(self.items.ids.ids), vecs, biases)
 
+    def _items_changed(self, rows: np.ndarray) -> None:
+        """Item rows whose served vector or bias may have changed: updated in the cached
+        matrix at its next read instead of rebuilding all of it."""
+        self._item_dirty.append(rows)
+        self._item_dirty_rows += rows.shape[0]
+        if self._item_dirty_rows > max(4096, self.items.n_init // 4):
+            self._mutations += 1  # cheaper to rebuild than to update row by row
+
     def _item_matrix(self) -> tuple[np.ndarray, np.ndarray]:
-        """Served vectors and biases of every item, rebuilt only after the model changed."""
+        """Served vectors and biases of every item: rebuilt after a change that can move any
+        row (features, eviction, restore), else only the rows changed since (`_items_changed`).
+        """
         self._sync()
+        n = self.n_items
         cache = self._item_cache
         if cache is None or cache[0] != self._mutations:
             vecs, biases = serving.matrix(self.items)
-            vecs.flags.writeable = False
-            biases.flags.writeable = False
             cache = self._item_cache = (self._mutations, vecs, biases)
-        return cache[1], cache[2]
+            self._item_shared = False
+        elif self._item_dirty:
+            rows = np.unique(np.concatenate(self._item_dirty))
+            vecs, biases = cache[1], cache[2]
+            if n > vecs.shape[0] or self._item_shared:
+                cap = vecs.shape[0] if n <= vecs.shape[0] else max(n, 2 * vecs.shape[0])
+                vecs = serving.grow_rows_copy(vecs, cap)
+                biases = serving.grow_rows_copy(biases, cap)
+                cache = self._item_cache = (self._mutations, vecs, biases)
+                self._item_shared = False
+            serving.update_rows(self.items, vecs, biases, rows)
+        self._item_dirty = []
+        self._item_dirty_rows = 0
+        vecs, biases = cache[1][:n], cache[2][:n]
+        vecs.flags.writeable = False
+        biases.flags.writeable = False
+        return vecs, biases
 
     def recommend_with_source(
         self,

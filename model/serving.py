@@ -96,6 +96,20 @@ def matrix(side: Side) -> tuple[np.ndarray, np.ndarray]:
     return vecs, side.bias.head(n)
 
 
+def grow_rows_copy(a: np.ndarray, rows: int) -> np.ndarray:
+    """A copy of `a` with room for `rows` rows (the new ones zero)."""
+    out = np.zeros((rows, *a.shape[1:]), dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+def update_rows(side: Side, vecs: np.ndarray, biases: np.ndarray, rows: np.ndarray) -> None:
+    """Recompute rows `rows` of a `matrix` in place: the same values a rebuild would give."""
+    if rows.shape[0]:
+        vecs[rows] = served(side, rows)
+        biases[rows] = side.bias.get_rows(rows.astype(np.int32))
+
+
 def served_rows(
     side: Side, names: Sequence[str], dim: int
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
