@@ -78,6 +78,8 @@ class OnlineRecommender:
         # (mutations, vectors, biases) with spare rows; `_item_matrix` serves the first n.
         self._item_cache: tuple[int, np.ndarray, np.ndarray] | None = None
         self._item_dirty: list[np.ndarray] = []  # item rows changed since the cache was built
+        # ... and rows changed with their new (embedding, bias), in the order written
+        self._item_written: list[tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]] = []
         self._item_dirty_rows = 0
         self._item_shared = False  # item_vectors() handed the cached arrays out
         # Batches of at most this many events take the numpy step (`small_step`); 0: never.
@@ -213,14 +215,17 @@ class OnlineRecommender:
         batch = pack(cfg, self.users, self.items, self.sampler, self.rng, u_rows, i_rows, weights)
         if batch is None:
             return self._result(n, math.nan, False, users, items, None, touched)
+        written: dict[str, np.ndarray] = {}
         if n <= self.small_batch_max:
             total, ok = small_step.run(
-                cfg, self.users, self.items, self.gbias, batch, cfg.steps_per_batch
+                cfg, self.users, self.items, self.gbias, batch, cfg.steps_per_batch, written
             )
         else:
             total, ok = steps.run(self._step(batch.key), batch, cfg.steps_per_batch)
         if batch.if_set.shape[0]:
             self._mutations += 1  # item feature rows moved: every item carrying them did
+        elif ok and written and not self.items.frows:
+            self._items_changed(batch.i_set, (written["ei"], written["bi"]))
         else:
             self._items_changed(batch.i_set)
         if batch.q.shape[0]:
@@ -417,10 +422,16 @@ class OnlineRecommender:
         self._item_shared = True
         return ItemMatrix(list(self.items.ids.ids), vecs, biases)
 
-    def _items_changed(self, rows: np.ndarray) -> None:
+    def _items_changed(
+        self, rows: np.ndarray, values: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> None:
         """Item rows whose served vector or bias may have changed: updated in the cached
-        matrix at its next read instead of rebuilding all of it."""
-        self._item_dirty.append(rows)
+        matrix at its next read instead of rebuilding all of it. `values`: their embeddings
+        and biases as just written (items without features only), else read at that time."""
+        if values is None:
+            self._item_dirty.append(rows)
+        else:
+            self._item_written.append((rows, values))
         self._item_dirty_rows += rows.shape[0]
         if self._item_dirty_rows > max(4096, self.items.n_init // 4):
             self._mutations += 1  # cheaper to rebuild than to update row by row
@@ -436,8 +447,7 @@ class OnlineRecommender:
             vecs, biases = serving.matrix(self.items)
             cache = self._item_cache = (self._mutations, vecs, biases)
             self._item_shared = False
-        elif self._item_dirty:
-            rows = np.unique(np.concatenate(self._item_dirty))
+        elif self._item_dirty or self._item_written:
             vecs, biases = cache[1], cache[2]
             if n > vecs.shape[0] or self._item_shared:
                 cap = vecs.shape[0] if n <= vecs.shape[0] else max(n, 2 * vecs.shape[0])
@@ -445,8 +455,15 @@ class OnlineRecommender:
                 biases = serving.grow_rows_copy(biases, cap)
                 cache = self._item_cache = (self._mutations, vecs, biases)
                 self._item_shared = False
-            serving.update_rows(self.items, vecs, biases, rows)
+            # Rows with their written values first, in order; rows to read back last, since
+            # a read gives the current value whatever was written before.
+            for rows, values in self._item_written:
+                serving.update_rows(self.items, vecs, biases, rows, values)
+            if self._item_dirty:
+                rows = np.unique(np.concatenate(self._item_dirty))
+                serving.update_rows(self.items, vecs, biases, rows)
         self._item_dirty = []
+        self._item_written = []
         self._item_dirty_rows = 0
         vecs, biases = cache[1][:n], cache[2][:n]
         vecs.flags.writeable = False

@@ -61,9 +61,13 @@ def run(
     gbias: GrowingTable,
     batch: packing.Batch,
     repeats: int,
+    written: dict[str, np.ndarray] | None = None,
 ) -> tuple[float, bool]:
     """`step.run` for this batch without TensorFlow's graph: (loss of the last step, whether
-    every step applied); stops at the first step whose loss or gradients were not finite."""
+    every step applied); stops at the first step whose loss or gradients were not finite.
+
+    `written` receives the new values of the rows updated ("ei", "bi": item embeddings and
+    biases at batch.i_set), bit for bit what the tables now hold."""
     a = _unpack(batch)
     has_rank, has_pt, has_uf, has_if = batch.key
     slots: dict[str, tuple[GrowingTable, np.ndarray]] = {
@@ -80,7 +84,7 @@ def run(
         slots["b0"] = (gbias, np.zeros(1, np.int32))
     total = 0.0
     for _ in range(repeats):
-        loss, ok = _once(config, slots, a, has_rank, has_pt, has_uf, has_if)
+        loss, ok = _once(config, slots, a, has_rank, has_pt, has_uf, has_if, written)
         if not ok:
             return total, False
         total = loss
@@ -95,6 +99,7 @@ def _once(
     has_pt: bool,
     has_uf: bool,
     has_if: bool,
+    written: dict[str, np.ndarray] | None,
 ) -> tuple[float, bool]:
     x = {name: table.get_rows(idx) for name, (table, idx) in slots.items()}
     g = {name: np.zeros_like(v) for name, v in x.items()}
@@ -111,15 +116,22 @@ def _once(
     gbi = g["bi"]
     loss = _F(0.0)
     if has_rank:
-        r_u, r_i, neg, w = a["r_u"], a["r_i"], a["neg"], a["r_w"]
+        r_u, r_i, w = a["r_u"], a["r_i"], a["r_w"]
         pr = p[r_u]
+        # Repeated negatives (draws with replacement) have equal columns everywhere: each
+        # distinct one is computed once and counted `mult` times, which also turns the
+        # scatter of their gradients into a plain indexed add.
+        neg, neg_inv, mult = np.unique(a["neg"], return_inverse=True, return_counts=True)
+        mult = mult.astype(_F)
         neg_q = qv[neg]
         neg_b = bi[neg]
         if cfg.loss == "softmax":
             cand, r_cand = a["cand"], a["r_cand"]
             cq = qv[cand]
             logits = np.concatenate([pr @ cq.T + bi[cand][None, :], pr @ neg_q.T + neg_b], axis=1)
-            logq = np.concatenate([a["cand_logq"], a["neg_logq"]])
+            neg_logq = np.zeros(neg.shape[0], _F)
+            neg_logq[neg_inv] = a["neg_logq"]  # the same for every copy of a negative
+            logq = np.concatenate([a["cand_logq"], neg_logq - np.log(mult)])
             mask = np.concatenate(
                 [np.ones((pr.shape[0], cand.shape[0]), bool), neg[None, :] != r_i[:, None]],
                 axis=1,
@@ -140,31 +152,29 @@ def _once(
             gpr = dc @ cq + dn @ neg_q
             _scatter(gq, cand, dc.T @ pr)
             _scatter(gbi, cand, dc.sum(axis=0))
-            _scatter(gq, neg, dn.T @ pr)
-            _scatter(gbi, neg, dn.sum(axis=0))
+            gq[neg] += dn.T @ pr
+            gbi[neg] += dn.sum(axis=0)
         else:
             q_pos = qv[r_i]
             pos = (pr * q_pos).sum(axis=1) + bi[r_i]
-            n = neg.shape[0]
-            hb, hj = a["hit_b"], a["hit_j"]
+            n = a["neg"].shape[0]
+            hb, hj = a["hit_b"], neg_inv[a["hit_j"]]
             n_hits = np.bincount(hb, minlength=pr.shape[0]).astype(_F)
             c = w / np.maximum(_F(n) - n_hits, _F(1.0))
             z = pr @ neg_q.T + neg_b[None, :] - pos[:, None]
             z[hb, hj] = _F(MASKED_PAIR)
             if n > LOSS_SAMPLE_COLUMNS:
-                zs = z[:, np.arange(LOSS_SAMPLE_COLUMNS) * n // LOSS_SAMPLE_COLUMNS]
+                zs = z[:, neg_inv[np.arange(LOSS_SAMPLE_COLUMNS) * n // LOSS_SAMPLE_COLUMNS]]
                 valid_s = (zs > _F(MASKED_PAIR)).sum(axis=1).astype(_F)
             else:
-                zs, valid_s = z, _F(n) - n_hits
+                zs, valid_s = z[:, neg_inv], _F(n) - n_hits
             per_event = _softplus(zs).sum(axis=1) / np.maximum(valid_s, _F(1.0))
             loss = loss + (w * per_event).sum(dtype=_F)
-            sig = _sigmoid(z)
-            by_row = sig @ neg_q
-            gpr = by_row * c[:, None]
+            sig = _sigmoid(z) * mult
+            gpr = (sig @ neg_q) * c[:, None]
             gpos = -sig.sum(axis=1) * c
-            prc = pr * c[:, None]
-            _scatter(gq, neg, sig.T @ prc)
-            _scatter(gbi, neg, sig.T @ c)
+            gq[neg] += sig.T @ (pr * c[:, None])
+            gbi[neg] += sig.T @ c
             gpr = gpr + gpos[:, None] * q_pos
             _scatter(gq, r_i, gpos[:, None] * pr)
             _scatter(gbi, r_i, gpos)
@@ -187,7 +197,7 @@ def _once(
         _scatter(g["fu"], a["uf_f"], gp[a["uf_e"]])
     if has_if:
         _scatter(g["fi"], a["if_f"], gq[a["if_e"]])
-    return _apply(cfg, slots, x, g, a, float(loss))
+    return _apply(cfg, slots, x, g, a, float(loss), written)
 
 
 def _apply(
@@ -197,6 +207,7 @@ def _apply(
     g: dict[str, np.ndarray],
     a: dict[str, np.ndarray],
     loss: float,
+    written: dict[str, np.ndarray] | None,
 ) -> tuple[float, bool]:
     """`step`'s optimiser: finiteness guard, row scales, global-norm clip, lazy L2, update."""
     if not np.isfinite(loss) or not all(np.isfinite(v).all() for v in g.values()):
@@ -221,7 +232,10 @@ def _apply(
         if cfg.optimizer == "adagrad":
             acc = table.get_acc_rows(idx) + v * v
             table.set_acc_rows(idx, acc)
-            table.sub_rows(idx, lr * v / (np.sqrt(acc) + _F(ADAGRAD_EPS)))
+            update = lr * v / (np.sqrt(acc) + _F(ADAGRAD_EPS))
         else:
-            table.sub_rows(idx, lr * v)
+            update = lr * v
+        table.sub_rows(idx, update)
+        if written is not None and name in ("ei", "bi"):
+            written[name] = x[name] - update  # the scatter's float32 subtraction, row by row
     return loss, True

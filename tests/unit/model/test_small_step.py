@@ -106,3 +106,35 @@ def test_non_finite_batch_is_skipped_on_the_numpy_path() -> None:
     after = _state(rec)
     for name in before:
         np.testing.assert_array_equal(before[name], after[name], err_msg=name)
+
+
+@pytest.mark.parametrize("features", [False, True], ids=["plain", "features"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
+def test_item_matrix_updated_row_by_row_equals_a_rebuild(features: bool, optimizer: str) -> None:
+    """After every learn (small batches on the numpy path, large ones on the compiled step,
+    new items, catalogue features) the cached matrix equals one built from the tables; a
+    snapshot handed out by item_vectors() does not change under later learns."""
+    from streamrec.model import serving
+
+    cfg = ModelConfig(dim=8, seed=5, initial_capacity=16, negatives=32, optimizer=optimizer)
+    rec = OnlineRecommender(cfg)
+    stream = _stream(11, 30, features, explicit=True)
+    snapshot = None
+    for j, batch in enumerate(stream):
+        rec.learn(batch * (5 if j % 7 == 3 else 1))  # every seventh above small_batch_max
+        if j % 10 == 5:
+            rec.set_item_features(f"new{j}", {"genre": "g1"} if features else None)
+        if j % 3 == 0:
+            vecs, biases = rec._item_matrix()
+            want_v, want_b = serving.matrix(rec.items)
+            np.testing.assert_array_equal(vecs, want_v)
+            np.testing.assert_array_equal(biases, want_b)
+        if j == 12:
+            snapshot = rec.item_vectors()
+            frozen = snapshot.vectors.copy(), snapshot.biases.copy()
+    assert snapshot is not None
+    np.testing.assert_array_equal(snapshot.vectors, frozen[0])
+    np.testing.assert_array_equal(snapshot.biases, frozen[1])
+    vecs, biases = rec._item_matrix()
+    assert vecs.shape[0] == rec.n_items > frozen[0].shape[0] - 1
+    np.testing.assert_array_equal(vecs, serving.matrix(rec.items)[0])
