@@ -301,7 +301,6 @@ def _floors(rec: Any, batch: list[Any], n_items: int, reps: int = 200) -> dict[s
     compiled step on a packed batch of this size, and numpy's scores + argpartition over the
     cached item matrix (no id strings, no exclusions)."""
     from streamrec.model import batch as packing
-    from streamrec.model import step as steps
 
     u = rec.users.ids.rows([e.user for e in batch])
     i = rec.items.ids.rows([e.item for e in batch])
@@ -363,7 +362,10 @@ def bench_small(args: argparse.Namespace, rng: np.random.Generator) -> dict[str,
                 **{f"{k}_ms_p50": statistics.median(v) * 1e3 for k, v in fast.items()},
                 "total_ms_p99": float(np.percentile(fast["total"], 99)) * 1e3,
                 "learn_other_ms_p50": statistics.median(
-                    [a - b - c for a, b, c in zip(fast["learn"], fast["pack"], fast["step"])]
+                    [
+                        a - b - c
+                        for a, b, c in zip(fast["learn"], fast["pack"], fast["step"], strict=True)
+                    ]
                 )
                 * 1e3,
                 # the same loop through the replaced paths, in this run: the speed-up's baseline
