@@ -261,16 +261,22 @@ class _Timers:
 
 
 def _small_loop(
-    rec: Any, batches: list[list[Any]], seen: dict[str, set[str]], reference: bool = False
-) -> dict[str, list[float]]:
-    """learn a batch, then top-10 for its first user without the items they have seen; with
-    `reference`, the paths this replaced: the compiled step and a full item-matrix rebuild."""
-    rec.small_batch_max = 0 if reference else rec.small_batch_max
+    rec: Any, batches: list[list[Any]], seen: dict[str, set[str]], reference_every: int = 0
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """learn a batch, then top-10 for its first user without the items they have seen.
+
+    Every `reference_every`-th iteration goes through the paths this replaced (the compiled
+    step, a full item-matrix rebuild), interleaved so that both see the same machine load:
+    (timings of the current paths, timings of the replaced ones)."""
+    fast_max = rec.small_batch_max
     timers = _Timers()
     keys = ("total", "cpu", "learn", "recommend", "pack", "step")
     out: dict[str, list[float]] = {k: [] for k in keys}
+    ref_out: dict[str, list[float]] = {k: [] for k in keys}
     try:
-        for batch in batches:
+        for j, batch in enumerate(batches):
+            reference = reference_every > 0 and j % reference_every == reference_every - 1
+            rec.small_batch_max = 0 if reference else fast_max
             c0, t0 = time.process_time(), time.perf_counter()
             rec.learn(batch)
             if reference:
@@ -290,10 +296,11 @@ def _small_loop(
                 ("pack", pack_s),
                 ("step", step_s),
             ):
-                out[key].append(v)
+                (ref_out if reference else out)[key].append(v)
     finally:
+        rec.small_batch_max = fast_max
         timers.close()
-    return out
+    return out, ref_out
 
 
 def _floors(rec: Any, batch: list[Any], n_items: int, reps: int = 200) -> dict[str, float]:
@@ -348,17 +355,17 @@ def bench_small(args: argparse.Namespace, rng: np.random.Generator) -> dict[str,
             rec.warm_up()
             t0 = 1_700_000_000_000
             seen: dict[str, set[str]] = {}
-            _small_loop(rec, _small_batches(rng, args.small_warm, n_users, n_items, t0), seen)
-            timed = _small_batches(rng, args.small_reps, n_users, n_items, t0 + 10**8)
-            fast = _small_loop(rec, timed, seen)
-            ref = _small_loop(rec, timed[: args.small_reps // 3], seen, reference=True)
+            _small_loop(rec, _small_batches(rng, args.small_warm, n_users, n_items, t0), seen, 2)
+            timed = _small_batches(rng, args.small_reps * 5 // 4, n_users, n_items, t0 + 10**8)
+            fast, ref = _small_loop(rec, timed, seen, reference_every=5)
             floors = _floors(rec, timed[0], n_items)
             row = {
                 "items": n_items,
                 "users": n_users,
                 "loss": loss,
                 "optimizer": opt or "sgd",
-                "iterations": len(timed),
+                "iterations": len(fast["total"]),
+                "reference_iterations": len(ref["total"]),
                 **{f"{k}_ms_p50": statistics.median(v) * 1e3 for k, v in fast.items()},
                 "total_ms_p99": float(np.percentile(fast["total"], 99)) * 1e3,
                 "learn_other_ms_p50": statistics.median(

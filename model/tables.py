@@ -90,14 +90,6 @@ class GrowingTable:
         )
         return out.numpy()
 
-    def sub_rows(self, rows: np.ndarray, values: np.ndarray) -> None:
-        """var[rows] -= values (rows unique): the update of `small_step`."""
-        tf.raw_ops.ResourceScatterSub(
-            resource=self.var.handle,
-            indices=np.asarray(rows, np.int32),
-            updates=np.asarray(values, np.float32),
-        )
-
     def get_acc_rows(self, rows: np.ndarray) -> np.ndarray:
         assert self.acc is not None
         out = tf.raw_ops.ResourceGather(
