@@ -7,6 +7,7 @@ wires together modules of one job each:
 - `side`: one side's ids, features, tables and counts (`Side`, one for users, one for items);
 - `batch`: events to the packed arrays the step reads, with shared negatives and row scales;
 - `step`: the compiled TensorFlow step (towers, losses, optimiser), one per batch variant;
+- `small_step`: the same update in numpy, for batches of a few events;
 - `serving`: served vectors, top-k lists, cold start (model, features, popularity);
 - `persistence`: what a checkpoint holds, and restoring it under new settings.
 
