@@ -138,10 +138,15 @@ def accidental_hits(r_i: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.nd
     """(event, column) of every shared negative that is the event's own positive item.
 
     One sort and two binary searches, O((B + N) log N), instead of comparing all B x N pairs
-    in the step. Negatives may repeat.
+    in the step (on the host, for a small batch, where that is cheaper). Negatives may repeat.
     """
     if not r_i.shape[0] or not neg.shape[0]:
         return NONE, NONE
+    if r_i.shape[0] * neg.shape[0] <= 65_536:
+        # A few events: comparing every pair is cheaper than the sort, in the same order
+        # (by event, then column).
+        rows, cols = np.nonzero(r_i[:, None] == neg[None, :])
+        return (rows, cols) if rows.shape[0] else (NONE, NONE)
     order = np.argsort(neg, kind="stable")
     sorted_neg = neg[order]
     lo = np.searchsorted(sorted_neg, r_i, "left")

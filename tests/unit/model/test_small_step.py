@@ -138,3 +138,16 @@ def test_item_matrix_updated_row_by_row_equals_a_rebuild(features: bool, optimiz
     vecs, biases = rec._item_matrix()
     assert vecs.shape[0] == rec.n_items > frozen[0].shape[0] - 1
     np.testing.assert_array_equal(vecs, serving.matrix(rec.items)[0])
+
+
+def test_accidental_hits_same_pairs_in_the_same_order_on_both_paths() -> None:
+    """Pairs compared directly (few events) or found by sorting (many): by event, then column."""
+    from streamrec.model.batch import accidental_hits
+
+    rng = np.random.default_rng(2)
+    for b, n in [(16, 1024), (300, 1024), (70, 1000)]:  # 16k pairs: direct; 307k, 70k: sorted
+        r_i = rng.integers(0, 50, b)
+        neg = rng.integers(0, 50, n)
+        rows, cols = accidental_hits(r_i, neg)
+        want_rows, want_cols = np.nonzero(r_i[:, None] == neg[None, :])
+        assert rows.tolist() == want_rows.tolist() and cols.tolist() == want_cols.tolist()
