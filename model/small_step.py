@@ -22,8 +22,8 @@ from streamrec.model.step import ADAGRAD_EPS
 from streamrec.model.tables import GrowingTable
 
 # Batches of at most this many events take this path (`OnlineRecommender.small_batch_max`).
-# Its cost grows with events x negatives while the compiled step's is mostly fixed; at 1,024
-# negatives and dim 32 the two cross between 64 and 128 events (docs/performance.md).
+# Its cost grows with events x negatives while the compiled step's is mostly fixed; where the
+# two cross is measured in docs/performance.md ("Small batches").
 SMALL_BATCH_MAX_EVENTS = 64
 
 _F = np.float32
