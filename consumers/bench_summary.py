@@ -305,9 +305,9 @@ _SMALL_BATCH_TARGET_MS = {"2000": 1.0, "100000": 3.0}
 def _small_batch_rows(d: dict[str, Any]) -> list[Row]:
     """Learn 1-16 events, then top-10 for one of their users: p50 per catalogue size."""
     rows: list[Row] = []
-    detail = d.get("small_batch_detail") or {}
+    detail: dict[str, dict[str, Any]] = d.get("small_batch_detail") or {}
     for items, p50 in (d.get("small_batch_learn_recommend_ms") or {}).items():
-        row = next((r for r in detail.values() if str(r.get("items")) == items), {})
+        row: dict[str, Any] = next((r for r in detail.values() if str(r.get("items")) == items), {})
         target = _SMALL_BATCH_TARGET_MS.get(items)
         rows.append(
             (
