@@ -206,6 +206,209 @@ def bench_topk(args: argparse.Namespace, rng: np.random.Generator) -> list[dict[
     return out
 
 
+def _small_batches(
+    rng: np.random.Generator, n: int, n_users: int, n_items: int, t0: int
+) -> list[list[Any]]:
+    """`n` batches of 1-16 view events; a tenth of the user ids are past the registered ones
+    (new users), items Zipf-popular as in `_events`."""
+    from streamrec.model.testing import Event
+
+    out = []
+    for b in range(n):
+        size = int(rng.integers(1, 17))
+        users = rng.integers(0, n_users + n_users // 10, size)
+        items = (np.minimum(rng.zipf(1.2, size) - 1, n_items - 1) * 7919) % n_items
+        out.append(
+            [
+                Event(f"u{u}", f"i{i}", "view", None, t0 + 16 * b + j)
+                for j, (u, i) in enumerate(zip(users.tolist(), items.tolist(), strict=True))
+            ]
+        )
+    return out
+
+
+class _Timers:
+    """Wall time inside `learn`'s parts (packing, the step on either path), summed per
+    iteration, by wrapping the functions `OnlineRecommender.learn_columns` calls."""
+
+    def __init__(self) -> None:
+        from streamrec.model import online
+
+        self.mod = online
+        self.spent = {"pack": 0.0, "step": 0.0}
+        self.saved = (online.pack, online.small_step.run, online.steps.run)
+
+        def timed(f: Any, key: str) -> Any:
+            def call(*a: Any, **kw: Any) -> Any:
+                t = time.perf_counter()
+                out = f(*a, **kw)
+                self.spent[key] += time.perf_counter() - t
+                return out
+
+            return call
+
+        online.pack = timed(online.pack, "pack")
+        online.small_step.run = timed(online.small_step.run, "step")
+        online.steps.run = timed(online.steps.run, "step")
+
+    def take(self) -> tuple[float, float]:
+        out = (self.spent["pack"], self.spent["step"])
+        self.spent = {"pack": 0.0, "step": 0.0}
+        return out
+
+    def close(self) -> None:
+        self.mod.pack, self.mod.small_step.run, self.mod.steps.run = self.saved
+
+
+def _small_loop(
+    rec: Any, batches: list[list[Any]], seen: dict[str, set[str]], reference_every: int = 0
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """learn a batch, then top-10 for its first user without the items they have seen.
+
+    Every `reference_every`-th iteration goes through the paths this replaced (the compiled
+    step, a full item-matrix rebuild), interleaved so that both see the same machine load:
+    (timings of the current paths, timings of the replaced ones)."""
+    fast_max = rec.small_batch_max
+    timers = _Timers()
+    keys = ("total", "cpu", "learn", "recommend", "pack", "step")
+    out: dict[str, list[float]] = {k: [] for k in keys}
+    ref_out: dict[str, list[float]] = {k: [] for k in keys}
+    try:
+        for j, batch in enumerate(batches):
+            reference = reference_every > 0 and j % reference_every == reference_every - 1
+            rec.small_batch_max = 0 if reference else fast_max
+            c0, t0 = time.process_time(), time.perf_counter()
+            rec.learn(batch)
+            if reference:
+                rec._mutations += 1
+            t1 = time.perf_counter()
+            user = batch[0].user
+            mine = seen.setdefault(user, set())
+            mine.update(e.item for e in batch if e.user == user)
+            rec.recommend(user, 10, exclude=mine)
+            t2, c2 = time.perf_counter(), time.process_time()
+            pack_s, step_s = timers.take()
+            for key, v in (
+                ("total", t2 - t0),
+                ("cpu", c2 - c0),
+                ("learn", t1 - t0),
+                ("recommend", t2 - t1),
+                ("pack", pack_s),
+                ("step", step_s),
+            ):
+                (ref_out if reference else out)[key].append(v)
+    finally:
+        rec.small_batch_max = fast_max
+        timers.close()
+    return out, ref_out
+
+
+def _floors(rec: Any, batch: list[Any], n_items: int, reps: int = 200) -> dict[str, float]:
+    """p50 ms of the bare parts a learn + recommend cannot go below on this machine: the
+    compiled step on a packed batch of this size, and numpy's scores + argpartition over the
+    cached item matrix (no id strings, no exclusions)."""
+    from streamrec.model import batch as packing
+
+    u = rec.users.ids.rows([e.user for e in batch])
+    i = rec.items.ids.rows([e.item for e in batch])
+    w = rec._weights([e.type for e in batch], None)
+    rng = np.random.default_rng(0)
+    packed = packing.pack(rec.config, rec.users, rec.items, rec.sampler, rng, u, i, w)
+    assert packed is not None
+    step = rec._step(packed.key)
+    import tensorflow as tf
+
+    args = (tf.constant(packed.ints), tf.constant(packed.sizes), tf.constant(packed.floats))
+    vecs, biases = rec._item_matrix()
+    p = vecs[0].copy()
+
+    def tf_step() -> None:
+        bool(step(*args)[1])
+
+    def topk() -> None:
+        scores = vecs @ p + biases
+        np.argpartition(scores, n_items - 10)[n_items - 10 :]
+
+    def p50(f: Any) -> float:
+        lat = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            f()
+            lat.append(time.perf_counter() - t)
+        return statistics.median(lat) * 1e3
+
+    # Timing the compiled step applies it `reps` times to these rows: fine, the timed runs
+    # are over by then.
+    return {"tf_step_ms": p50(tf_step), "numpy_top10_ms": p50(topk)}
+
+
+def bench_small(args: argparse.Namespace, rng: np.random.Generator) -> dict[str, Any]:
+    """Learn a batch of 1-16 events, then recommend for one of its users: p50 and p99 per
+    catalogue size, split into learn (packing, step, the rest) and recommend."""
+    out: dict[str, Any] = {"p50_ms": {}, "detail": {}}
+    for variant in args.small_variants:
+        loss, _, opt = variant.partition(":")
+        for n_items in args.small_items:
+            n_users = max(10_000, n_items)
+            rec = _model(_default_dim(), loss=loss, optimizer=opt or "sgd")
+            _register(rec, n_users, n_items)
+            rec.warm_up()
+            t0 = 1_700_000_000_000
+            seen: dict[str, set[str]] = {}
+            _small_loop(rec, _small_batches(rng, args.small_warm, n_users, n_items, t0), seen, 2)
+            timed = _small_batches(rng, args.small_reps * 5 // 4, n_users, n_items, t0 + 10**8)
+            fast, ref = _small_loop(rec, timed, seen, reference_every=5)
+            floors = _floors(rec, timed[0], n_items)
+            row = {
+                "items": n_items,
+                "users": n_users,
+                "loss": loss,
+                "optimizer": opt or "sgd",
+                "iterations": len(fast["total"]),
+                "reference_iterations": len(ref["total"]),
+                **{f"{k}_ms_p50": statistics.median(v) * 1e3 for k, v in fast.items()},
+                "total_ms_p99": float(np.percentile(fast["total"], 99)) * 1e3,
+                "learn_other_ms_p50": statistics.median(
+                    [
+                        a - b - c
+                        for a, b, c in zip(fast["learn"], fast["pack"], fast["step"], strict=True)
+                    ]
+                )
+                * 1e3,
+                # the same loop through the replaced paths, in this run: the speed-up's baseline
+                "reference_total_ms_p50": statistics.median(ref["total"]) * 1e3,
+                "reference_cpu_ms_p50": statistics.median(ref["cpu"]) * 1e3,
+                "reference_step_ms_p50": statistics.median(ref["step"]) * 1e3,
+                "reference_recommend_ms_p50": statistics.median(ref["recommend"]) * 1e3,
+                "floor": floors,
+            }
+            key = f"{variant}/{n_items}"
+            out["detail"][key] = row
+            if variant == args.small_variants[0]:
+                out["p50_ms"][str(n_items)] = row["total_ms_p50"]
+            print(
+                f"small batches (1-16 events) {variant} {n_items:7,d} items: learn + recommend "
+                f"p50 {row['total_ms_p50']:.2f} ms, p99 {row['total_ms_p99']:.2f} ms, "
+                f"CPU p50 {row['cpu_ms_p50']:.2f} ms "
+                f"(learn {row['learn_ms_p50']:.2f}: pack {row['pack_ms_p50']:.2f}, step "
+                f"{row['step_ms_p50']:.2f}, rest {row['learn_other_ms_p50']:.2f}; recommend "
+                f"{row['recommend_ms_p50']:.2f}); replaced paths in this run "
+                f"{row['reference_total_ms_p50']:.2f} ms, CPU {row['reference_cpu_ms_p50']:.2f} "
+                f"(compiled step "
+                f"{row['reference_step_ms_p50']:.2f}, recommend with rebuild "
+                f"{row['reference_recommend_ms_p50']:.2f}); floors: compiled step "
+                f"{floors['tf_step_ms']:.2f}, numpy top-10 {floors['numpy_top10_ms']:.2f} ms",
+                flush=True,
+            )
+    return out
+
+
+def _default_dim() -> int:
+    from streamrec.model.config import ModelConfig
+
+    return ModelConfig().dim
+
+
 def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
     gc.collect()
     rec = _model(args.dim)
@@ -282,6 +485,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--variants", nargs="+", default=["bpr:sgd"], help="loss:optimizer pairs to time"
     )
+    ap.add_argument("--small-items", type=int, nargs="+", default=[2_000, 100_000])
+    ap.add_argument("--small-reps", type=int, default=600, help="timed small batches per size")
+    ap.add_argument("--small-warm", type=int, default=300, help="untimed small batches first")
+    ap.add_argument(
+        "--small-variants",
+        nargs="+",
+        default=["bpr:sgd", "softmax:adagrad"],
+        help="loss:optimizer pairs for the small-batch figure (the first one is reported)",
+    )
+    ap.add_argument(
+        "--only-small", action="store_true", help="only the small-batch figure (for profiling)"
+    )
     args = ap.parse_args(argv)
     if args.negatives is None:
         from streamrec.model.config import ModelConfig
@@ -290,6 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.users, args.items, args.events = 20_000, 10_000, 40_000
         args.topk_items, args.topk_reps, args.scoring_users = [10_000], 50, 200
+        args.small_reps, args.small_warm = 300, 100
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from streamrec.model.runtime import configure_threads
@@ -310,12 +526,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sizes": {"users": args.users, "items": args.items, "dim": args.dim},
         "learn": [],
     }
-    for negatives in args.negatives:
-        for variant in args.variants:
-            loss, _, opt = variant.partition(":")
-            report["learn"] += bench_learn(args, rng, opt or "sgd", loss, negatives)
-    report["topk"] = bench_topk(args, rng)
-    report["memory"] = bench_memory(args)
+    if not args.only_small:
+        for negatives in args.negatives:
+            for variant in args.variants:
+                loss, _, opt = variant.partition(":")
+                report["learn"] += bench_learn(args, rng, opt or "sgd", loss, negatives)
+        report["topk"] = bench_topk(args, rng)
+    small = bench_small(args, rng)
+    report["small_batch_learn_recommend_ms"] = small["p50_ms"]
+    report["small_batch_detail"] = small["detail"]
+    if not args.only_small:
+        report["memory"] = bench_memory(args)
     report["machine"]["loadavg_end"] = os.getloadavg()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -295,3 +295,36 @@ def summarize(out: Path, names: list[str], status: dict[str, str] | None = None)
             cut = " (cut)" if len(text) > 6000 else ""
             lines += [f"### {name}.json{cut}", "", "```json", text[:6000], "```", ""]
     return "\n".join(lines)
+
+
+# --- small batches (bench model's small_batch_learn_recommend_ms) ---------------------------
+
+_SMALL_BATCH_TARGET_MS = {"2000": 1.0, "100000": 3.0}
+
+
+def _small_batch_rows(d: dict[str, Any]) -> list[Row]:
+    """Learn 1-16 events, then top-10 for one of their users: p50 per catalogue size."""
+    rows: list[Row] = []
+    detail: dict[str, dict[str, Any]] = d.get("small_batch_detail") or {}
+    for items, p50 in (d.get("small_batch_learn_recommend_ms") or {}).items():
+        row: dict[str, Any] = next((r for r in detail.values() if str(r.get("items")) == items), {})
+        target = _SMALL_BATCH_TARGET_MS.get(items)
+        rows.append(
+            (
+                f"model learn 1-16 events + recommend top-10, {int(items):,} items "
+                f"({row.get('loss', '?')}+{row.get('optimizer', '?')})",
+                f"p50 {_num(p50, '.2f')} ms, p99 {_num(row.get('total_ms_p99'), '.2f')} ms "
+                f"(replaced paths in the same run: p50 "
+                f"{_num(row.get('reference_total_ms_p50'), '.2f')} ms)",
+                f"p50 <= {target:g} ms" if target else "(reported)",
+                _met(p50 <= target) if target and p50 is not None else "n/a",
+            )
+        )
+    return rows
+
+
+def _model_and_small_batch_rows(d: dict[str, Any]) -> list[Row]:
+    return _model_rows(d) + _small_batch_rows(d)
+
+
+_SECTIONS["model"] = _model_and_small_batch_rows

@@ -121,6 +121,7 @@ class Batch:
     r: np.ndarray  # events of the ranking loss
     q: np.ndarray  # events of the pointwise loss
     neg: np.ndarray  # the shared negatives (item rows)
+    i_set: np.ndarray  # every item row the step updates (events' and negatives')
     uf_set: np.ndarray  # user feature rows in the batch
     if_set: np.ndarray  # item feature rows in the batch (negatives' included)
 
@@ -137,10 +138,15 @@ def accidental_hits(r_i: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.nd
     """(event, column) of every shared negative that is the event's own positive item.
 
     One sort and two binary searches, O((B + N) log N), instead of comparing all B x N pairs
-    in the step. Negatives may repeat.
+    in the step (on the host, for a small batch, where that is cheaper). Negatives may repeat.
     """
     if not r_i.shape[0] or not neg.shape[0]:
         return NONE, NONE
+    if r_i.shape[0] * neg.shape[0] <= 65_536:
+        # A few events: comparing every pair is cheaper than the sort, in the same order
+        # (by event, then column).
+        rows, cols = np.nonzero(r_i[:, None] == neg[None, :])
+        return (rows, cols) if rows.shape[0] else (NONE, NONE)
     order = np.argsort(neg, kind="stable")
     sorted_neg = neg[order]
     lo = np.searchsorted(sorted_neg, r_i, "left")
@@ -210,6 +216,7 @@ def pack(
         r=r,
         q=q,
         neg=neg,
+        i_set=i_set,
         uf_set=uf_set,
         if_set=if_set,
     )

@@ -7,6 +7,7 @@ wires together modules of one job each:
 - `side`: one side's ids, features, tables and counts (`Side`, one for users, one for items);
 - `batch`: events to the packed arrays the step reads, with shared negatives and row scales;
 - `step`: the compiled TensorFlow step (towers, losses, optimiser), one per batch variant;
+- `small_step`: the same update in numpy, for batches of a few events;
 - `serving`: served vectors, top-k lists, cold start (model, features, popularity);
 - `persistence`: what a checkpoint holds, and restoring it under new settings.
 
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.model import persistence, serving
+from streamrec.model import persistence, serving, small_step
 from streamrec.model import step as steps
 from streamrec.model.base import CheckpointMismatch, EventLike, Features, ItemMatrix, LearnResult
 from streamrec.model.batch import Attribute, EventWeights, StepKey, accidental_hits, pack
@@ -70,11 +71,20 @@ class OnlineRecommender:
         self.sampler = NegativeSampler(config.negative_buffer_size, config.negative_popularity_mix)
         self.version = 0
         self.skipped_nonfinite = 0  # batches whose update was skipped (non-finite loss/grads)
-        self._mutations = 0  # bumps on every state change; keys the item-matrix cache
+        # bumps on every change that may move any item row: keys the item-matrix cache
+        self._mutations = 0
         self._gbias: float | None = None  # cached global bias; None: read it again
         self._clock_ms = 0  # newest event time learned: the eviction clock
         self._evicted_at_ms = 0  # clock of the last eviction pass
+        # (mutations, vectors, biases) with spare rows; `_item_matrix` serves the first n.
         self._item_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._item_dirty: list[np.ndarray] = []  # item rows changed since the cache was built
+        # ... and rows changed with their new (embedding, bias), in the order written
+        self._item_written: list[tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]] = []
+        self._item_dirty_rows = 0
+        self._item_shared = False  # item_vectors() handed the cached arrays out
+        # Batches of at most this many events take the numpy step (`small_step`); 0: never.
+        self.small_batch_max = small_step.SMALL_BATCH_MAX_EVENTS
         self._steps: dict[StepKey, Any] = {}  # compiled step per variant (`_step`)
         self._weights = EventWeights(config)
         self._sync()
@@ -127,9 +137,10 @@ class OnlineRecommender:
         TF op per catalogue record; the draws happen in the same order for the same calls.
         """
         scale = self.config.init_scale
-        changed = self.users.sync(self.rng, scale, self._clock_ms)
-        if self.items.sync(self.rng, scale, self._clock_ms) or changed:
-            self._mutations += 1
+        self.users.sync(self.rng, scale, self._clock_ms)  # user rows are not in the item matrix
+        n_items = self.items.n_init
+        if self.items.sync(self.rng, scale, self._clock_ms) and self.items.n_init > n_items:
+            self._items_changed(np.arange(n_items, self.items.n_init))
 
     # --- learning ----------------------------------------------------------------------------
 
@@ -195,7 +206,9 @@ class OnlineRecommender:
         u_rows = self.users.ids.rows(users)
         i_rows = self.items.ids.rows(items)
         self.users.remember(u_rows, user_features)
-        self.items.remember(i_rows, item_features)
+        if item_features is not None and any(f is not None for f in item_features):
+            self.items.remember(i_rows, item_features)
+            self._mutations += 1  # items' features may have changed: rebuild their matrix
         self._sync()
 
         types = types if isinstance(types, list) else list(types)
@@ -203,8 +216,19 @@ class OnlineRecommender:
         batch = pack(cfg, self.users, self.items, self.sampler, self.rng, u_rows, i_rows, weights)
         if batch is None:
             return self._result(n, math.nan, False, users, items, None, touched)
-        total, ok = steps.run(self._step(batch.key), batch, cfg.steps_per_batch)
-        self._mutations += 1
+        written: dict[str, np.ndarray] = {}
+        if n <= self.small_batch_max:
+            total, ok = small_step.run(
+                cfg, self.users, self.items, self.gbias, batch, cfg.steps_per_batch, written
+            )
+        else:
+            total, ok = steps.run(self._step(batch.key), batch, cfg.steps_per_batch)
+        if batch.if_set.shape[0]:
+            self._mutations += 1  # item feature rows moved: every item carrying them did
+        elif ok and written and not self.items.frows:
+            self._items_changed(batch.i_set, (written["ei"], written["bi"]))
+        else:
+            self._items_changed(batch.i_set)
         if batch.q.shape[0]:
             self._gbias = None
         if not ok:
@@ -318,7 +342,7 @@ class OnlineRecommender:
         touched_items = dict.fromkeys(items)
         if neg is not None and neg.shape[0]:
             iid = self.items.ids.ids
-            touched_items.update(dict.fromkeys(iid[r] for r in neg.tolist()))
+            touched_items.update(dict.fromkeys(map(iid.__getitem__, neg.tolist())))
         return LearnResult(
             n, loss, skipped, list(dict.fromkeys(users)), list(touched_items), self.version
         )
@@ -394,19 +418,58 @@ class OnlineRecommender:
 
     def item_vectors(self) -> ItemMatrix:
         vecs, biases = self._item_matrix()
-        # The cached arrays themselves, read-only: no copy of the whole matrix per call.
+        # The cached arrays themselves, read-only: no copy of the whole matrix per call. The
+        # next update of the cache copies them first, so the caller's snapshot stays as is.
+        self._item_shared = True
         return ItemMatrix(list(self.items.ids.ids), vecs, biases)
 
+    def _items_changed(
+        self, rows: np.ndarray, values: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> None:
+        """Item rows whose served vector or bias may have changed: updated in the cached
+        matrix at its next read instead of rebuilding all of it. `values`: their embeddings
+        and biases as just written (items without features only), else read at that time."""
+        if values is None:
+            self._item_dirty.append(rows)
+        else:
+            self._item_written.append((rows, values))
+        self._item_dirty_rows += rows.shape[0]
+        if self._item_dirty_rows > max(4096, self.items.n_init // 4):
+            self._mutations += 1  # cheaper to rebuild than to update row by row
+
     def _item_matrix(self) -> tuple[np.ndarray, np.ndarray]:
-        """Served vectors and biases of every item, rebuilt only after the model changed."""
+        """Served vectors and biases of every item: rebuilt after a change that can move any
+        row (features, eviction, restore), else only the rows changed since (`_items_changed`).
+        """
         self._sync()
+        n = self.n_items
         cache = self._item_cache
         if cache is None or cache[0] != self._mutations:
             vecs, biases = serving.matrix(self.items)
-            vecs.flags.writeable = False
-            biases.flags.writeable = False
             cache = self._item_cache = (self._mutations, vecs, biases)
-        return cache[1], cache[2]
+            self._item_shared = False
+        elif self._item_dirty or self._item_written:
+            vecs, biases = cache[1], cache[2]
+            if n > vecs.shape[0] or self._item_shared:
+                cap = vecs.shape[0] if n <= vecs.shape[0] else max(n, 2 * vecs.shape[0])
+                vecs = serving.grow_rows_copy(vecs, cap)
+                biases = serving.grow_rows_copy(biases, cap)
+                cache = self._item_cache = (self._mutations, vecs, biases)
+                self._item_shared = False
+            # Rows with their written values first, in order; rows to read back last, since
+            # a read gives the current value whatever was written before.
+            for rows, values in self._item_written:
+                serving.update_rows(self.items, vecs, biases, rows, values)
+            if self._item_dirty:
+                rows = np.unique(np.concatenate(self._item_dirty))
+                serving.update_rows(self.items, vecs, biases, rows)
+        self._item_dirty = []
+        self._item_written = []
+        self._item_dirty_rows = 0
+        vecs, biases = cache[1][:n], cache[2][:n]
+        vecs.flags.writeable = False
+        biases.flags.writeable = False
+        return vecs, biases
 
     def recommend_with_source(
         self,

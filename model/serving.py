@@ -19,7 +19,7 @@ import numpy as np
 from streamrec.model.base import Features
 from streamrec.model.ids import IdMap, feature_tokens
 from streamrec.model.popularity import DecayedPopularity
-from streamrec.model.ranking import rank_lists, top_k_rows
+from streamrec.model.ranking import rank_lists, top_k
 from streamrec.model.side import Side
 
 SOURCE_MODEL = "model"
@@ -96,6 +96,35 @@ def matrix(side: Side) -> tuple[np.ndarray, np.ndarray]:
     return vecs, side.bias.head(n)
 
 
+def grow_rows_copy(a: np.ndarray, rows: int) -> np.ndarray:
+    """A copy of `a` with room for `rows` rows (the new ones zero)."""
+    out = np.zeros((rows, *a.shape[1:]), dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+def update_rows(
+    side: Side,
+    vecs: np.ndarray,
+    biases: np.ndarray,
+    rows: np.ndarray,
+    values: tuple[np.ndarray, np.ndarray] | None = None,
+) -> None:
+    """Recompute rows `rows` of a `matrix` in place: the same values a rebuild would give.
+
+    `values`: the rows' id embeddings and biases as the tables hold them now (what a learn
+    step wrote), instead of reading them back; only for a side without features.
+    """
+    if not rows.shape[0]:
+        return
+    if values is None:
+        vecs[rows] = served(side, rows)
+        biases[rows] = side.bias.get_rows(rows.astype(np.int32))
+    else:
+        vecs[rows] = values[0] * (side.count[rows] > 0)[:, None]
+        biases[rows] = values[1]
+
+
 def served_rows(
     side: Side, names: Sequence[str], dim: int
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -136,12 +165,13 @@ def rank(
     p: np.ndarray, items: IdMap, item_matrix: ItemMatrixFn, exclude: Collection[str], k: int
 ) -> list[tuple[str, float]]:
     vecs, biases = item_matrix()
-    scores = p[None, :] @ vecs.T + biases[None, :]
+    scores = vecs @ p.astype(vecs.dtype, copy=False)
+    scores += biases
     if exclude:
-        scores[0, exclude_rows(items, exclude)] = -np.inf
+        scores[exclude_rows(items, exclude)] = -np.inf
     ids = items.ids
-    row = scores[0]
-    return [(ids[j], float(row[j])) for j in top_k_rows(scores, k, ids)[0]]
+    # `top_k` orders exactly as `top_k_rows` does (score, then id), with fewer passes for one row
+    return [(ids[j], float(scores[j])) for j in top_k(scores, k, ids)]
 
 
 def popular(

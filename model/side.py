@@ -181,7 +181,9 @@ class Side:
 
     def add_counts(self, rows: np.ndarray) -> None:
         """count[rows] += 1 per occurrence; bincount is several times faster than np.add.at."""
-        if rows.shape[0]:
+        if rows.shape[0] * 64 < self.count.shape[0]:
+            np.add.at(self.count, rows, 1)  # a few rows: bincount would sweep the whole array
+        elif rows.shape[0]:
             add = np.bincount(rows)
             self.count[: add.shape[0]] += add
 

@@ -90,6 +90,21 @@ class GrowingTable:
         )
         return out.numpy()
 
+    def get_acc_rows(self, rows: np.ndarray) -> np.ndarray:
+        assert self.acc is not None
+        out = tf.raw_ops.ResourceGather(
+            resource=self.acc.handle, indices=np.asarray(rows, np.int32), dtype=tf.float32
+        )
+        return out.numpy()
+
+    def set_acc_rows(self, rows: np.ndarray, values: np.ndarray) -> None:
+        assert self.acc is not None
+        tf.raw_ops.ResourceScatterUpdate(
+            resource=self.acc.handle,
+            indices=np.asarray(rows, np.int32),
+            updates=np.asarray(values, np.float32),
+        )
+
     def head(self, n: int) -> np.ndarray:
         """The first n rows as numpy (a copy)."""
         return self.var[:n].numpy()
