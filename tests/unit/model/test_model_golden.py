@@ -1,8 +1,9 @@
 """One optimiser step on a tiny model, checked against numbers derived by hand (TFRS style).
 
 Set-up shared by both tests: dim 2, one user u, a positive item i and a negative item j that the
-sampler is forced to return, one `view` event (weight 1), l2 = 0, no clipping, lr = 0.1, and the
-default user_gradient_scale s = 4: the user row's gradient is s * dL/dp (items and biases as is).
+sampler is forced to return, one `view` event (weight 1), BPR, l2 = 0, no clipping, lr = 0.1, and
+user_gradient_scale s = 4, all set explicitly rather than taken from the defaults: the user
+row's gradient is s * dL/dp (items and biases as is).
 
     p  = (0.1, 0.2)    q_i = (0.3, -0.1)  b_i = 0.1    q_j = (0.2, 0.4)  b_j = -0.2
     s_pos = p.q_i + b_i = 0.03 - 0.02 + 0.1 = 0.11
@@ -47,6 +48,7 @@ def tiny(optimizer: str) -> tuple[OnlineRecommender, int, int]:
         negatives=1,
         l2=0.0,
         clip_norm=0.0,
+        user_gradient_scale=4.0,
         initial_capacity=2,
     )
     rec = OnlineRecommender(cfg)
