@@ -41,9 +41,14 @@ class ModelConfig:
     """Model and optimiser settings; every field is documented in docs/configuration.md."""
 
     dim: int = 32
-    # Adagrad's base step. 0.1 rather than 0.25: on the planted synthetic stream larger item
-    # steps cost HR@10 (docs/performance.md, "Defaults on the regimes").
+    # Base step of user rows and the global bias (items: item_learning_rate). 0.1 rather than
+    # 0.25: on the synthetic stream larger user steps cost HR@10 (docs/performance.md,
+    # "Defaults on the regimes").
     learning_rate: float = 0.1
+    # Base step of item rows (embedding, bias, feature rows); 0: learning_rate. Items want a
+    # larger step than users: the sparse regimes gain from it, the synthetic stream loses
+    # when users take it too (docs/performance.md, "Defaults on the regimes").
+    item_learning_rate: float = 0.25
     # Multiplies the gradient of user id rows (embedding and user bias) before the clip and
     # the step. A user row gets one step per mini-batch from its few events there, while an
     # item row sums the gradients of every event and negative that touches it; scaled up, the
@@ -109,6 +114,11 @@ class ModelConfig:
             math.isfinite(self.learning_rate) and self.learning_rate > 0,
             "learning_rate",
             f"must be a positive finite number, got {self.learning_rate}",
+        )
+        _require(
+            math.isfinite(self.item_learning_rate) and self.item_learning_rate >= 0,
+            "item_learning_rate",
+            f"must be a finite number >= 0 (0: learning_rate), got {self.item_learning_rate}",
         )
         _require(
             math.isfinite(self.user_gradient_scale) and self.user_gradient_scale > 0,

@@ -49,6 +49,7 @@ def tiny(optimizer: str) -> tuple[OnlineRecommender, int, int]:
         l2=0.0,
         clip_norm=0.0,
         user_gradient_scale=4.0,
+        item_learning_rate=0.0,  # items take learning_rate too
         initial_capacity=2,
     )
     rec = OnlineRecommender(cfg)

@@ -23,6 +23,7 @@ _BPR_SGD = {
     "loss": "bpr",
     "optimizer": "sgd",
     "learning_rate": 0.25,
+    "item_learning_rate": 0.0,
     "user_gradient_scale": 4.0,
     "clip_norm": 1.0,
 }
