@@ -41,9 +41,14 @@ class ModelConfig:
     """Model and optimiser settings; every field is documented in docs/configuration.md."""
 
     dim: int = 32
-    learning_rate: float = (
-        0.25  # SGD with row_scaling 0.5; see tests/unit/model/test_model_learning.py
-    )
+    # Base step of user rows and the global bias (items: item_learning_rate). 0.1 rather than
+    # 0.25: on the synthetic stream larger user steps cost HR@10 (docs/performance.md,
+    # "Defaults on the regimes").
+    learning_rate: float = 0.1
+    # Base step of item rows (embedding, bias, feature rows); 0: learning_rate. Items want a
+    # larger step than users: the sparse regimes gain from it, the synthetic stream loses
+    # when users take it too (docs/performance.md, "Defaults on the regimes").
+    item_learning_rate: float = 0.25
     # Multiplies the gradient of user id rows (embedding and user bias) before the clip and
     # the step. A user row gets one step per mini-batch from its few events there, while an
     # item row sums the gradients of every event and negative that touches it; scaled up, the
@@ -52,9 +57,13 @@ class ModelConfig:
     # Measured by bench_quality (50k events, seed 0, 1024 negatives), HR@10 / NDCG@10:
     # batch 512: 0.344 / 0.196 at 1, 0.353 / 0.202 at 4, 0.354 / 0.204 at 8;
     # batch 2048: 0.201 / 0.111 at 1 (64 negatives), 0.334 / 0.190 at 4.
-    user_gradient_scale: float = 4.0
-    optimizer: str = "sgd"  # sgd | adagrad
-    loss: str = "bpr"  # bpr | softmax
+    # Under Adagrad the scale matters for a row's first steps (until its squared gradients
+    # outgrow adagrad_initial_accumulator): 8 lets a new user's first events move it at once.
+    user_gradient_scale: float = 8.0
+    # Adagrad and sampled softmax beat SGD and BPR on every regime (docs/performance.md,
+    # "Defaults on the regimes").
+    optimizer: str = "adagrad"  # sgd | adagrad
+    loss: str = "softmax"  # bpr | softmax
     # Negatives shared by the whole mini-batch (one gather, one matmul). More of them give each
     # event's BPR gradient a better estimate of the catalogue; the cost grows with
     # batch * negatives * dim. bench_quality (50k events, batch 512, seed 0), HR@10: 0.303 at
@@ -64,7 +73,10 @@ class ModelConfig:
     init_scale: float = 0.05
     # Global-norm clip of a batch's gradient at clip_norm * sqrt(events in the batch), i.e. a
     # bound on the RMS per-event gradient norm, so the same value works at any batch size; 0 = off.
-    clip_norm: float = 1.0
+    # Off by default: Adagrad already bounds each step, and the clip (global over the batch)
+    # shrank every row's step whenever the user rows' scaled gradients were large
+    # (docs/performance.md, "Defaults on the regimes").
+    clip_norm: float = 0.0
     seed: int = 0
     initial_capacity: int = 1024  # rows per table before the first growth
     feature_hash_buckets: int = 0  # 0: one row per feature value; >0: hash values into buckets
@@ -102,6 +114,11 @@ class ModelConfig:
             math.isfinite(self.learning_rate) and self.learning_rate > 0,
             "learning_rate",
             f"must be a positive finite number, got {self.learning_rate}",
+        )
+        _require(
+            math.isfinite(self.item_learning_rate) and self.item_learning_rate >= 0,
+            "item_learning_rate",
+            f"must be a finite number >= 0 (0: learning_rate), got {self.item_learning_rate}",
         )
         _require(
             math.isfinite(self.user_gradient_scale) and self.user_gradient_scale > 0,

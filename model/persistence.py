@@ -96,6 +96,8 @@ def restore(
     # Checkpoints from before user_gradient_scale existed were trained without it (1.0):
     # continue them as they were trained, not with today's default.
     saved.setdefault("user_gradient_scale", 1.0)
+    # Likewise item_learning_rate: before it, items took learning_rate (its 0).
+    saved.setdefault("item_learning_rate", 0.0)
     saved_config = ModelConfig(**saved)
     if config is not None:
         _check_settings(Path(path).name, saved_config, config)

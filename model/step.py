@@ -94,14 +94,18 @@ def build_step(
     scaled = cfg.row_scaling > 0 or cfg.user_gradient_scale != 1.0
     n_ints, n_floats = packing.N_INTS, packing.N_FLOATS
 
+    item_tables = [id(t) for t in items.tables]
+    item_lr = cfg.item_learning_rate or lr
+
     def apply(table: GrowingTable, idx: tf.Tensor, g: tf.Tensor) -> Any:
+        lr_t = item_lr if id(table) in item_tables else lr
         if adagrad:
             assert table.acc is not None
             table.acc.scatter_add(tf.IndexedSlices(g * g, idx))
             a = tf.gather(table.acc, idx)
-            step = lr * g / (tf.sqrt(a) + ADAGRAD_EPS)
+            step = lr_t * g / (tf.sqrt(a) + ADAGRAD_EPS)
             return table.var.scatter_sub(tf.IndexedSlices(step, idx))
-        return table.var.scatter_sub(tf.IndexedSlices(lr * g, idx))
+        return table.var.scatter_sub(tf.IndexedSlices(lr_t * g, idx))
 
     signature = [_I32, _I32, _F32]
 

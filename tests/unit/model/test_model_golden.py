@@ -1,8 +1,9 @@
 """One optimiser step on a tiny model, checked against numbers derived by hand (TFRS style).
 
 Set-up shared by both tests: dim 2, one user u, a positive item i and a negative item j that the
-sampler is forced to return, one `view` event (weight 1), l2 = 0, no clipping, lr = 0.1, and the
-default user_gradient_scale s = 4: the user row's gradient is s * dL/dp (items and biases as is).
+sampler is forced to return, one `view` event (weight 1), BPR, l2 = 0, no clipping, lr = 0.1, and
+user_gradient_scale s = 4, all set explicitly rather than taken from the defaults: the user
+row's gradient is s * dL/dp (items and biases as is).
 
     p  = (0.1, 0.2)    q_i = (0.3, -0.1)  b_i = 0.1    q_j = (0.2, 0.4)  b_j = -0.2
     s_pos = p.q_i + b_i = 0.03 - 0.02 + 0.1 = 0.11
@@ -38,7 +39,7 @@ G_BI = -0.4476920
 G_BJ = 0.4476920
 
 
-def tiny(optimizer: str) -> tuple[OnlineRecommender, int, int]:
+def tiny(optimizer: str, item_learning_rate: float = 0.0) -> tuple[OnlineRecommender, int, int]:
     cfg = ModelConfig(
         dim=2,
         learning_rate=0.1,
@@ -47,6 +48,8 @@ def tiny(optimizer: str) -> tuple[OnlineRecommender, int, int]:
         negatives=1,
         l2=0.0,
         clip_norm=0.0,
+        user_gradient_scale=4.0,
+        item_learning_rate=item_learning_rate,  # 0: items take learning_rate too
         initial_capacity=2,
     )
     rec = OnlineRecommender(cfg)
@@ -84,6 +87,23 @@ def test_one_sgd_step() -> None:
     # BPR has no absolute target: user bias and global bias do not move.
     assert rec.users.bias.get_rows(np.array([0]))[0] == 0.0
     assert rec.global_bias == 0.0
+
+
+def test_items_take_their_own_learning_rate() -> None:
+    rec, ri, rj = tiny("sgd", item_learning_rate=0.2)
+    rec.learn([Event("u", "i", "view", None, 1)])
+    # The user row as in test_one_sgd_step (lr 0.1, s = 4); item rows and biases with lr 0.2:
+    # q_i' = (0.3 + 0.2 * 0.0447692, -0.1 + 0.2 * 0.0895384) = (0.30895384, -0.08209232)
+    # q_j' = (0.2 - 0.00895384, 0.4 - 0.01790768)          = (0.19104616, 0.38209232)
+    # b_i' = 0.1 + 0.2 * 0.447692 = 0.1895384;  b_j' = -0.2 - 0.0895384 = -0.2895384
+    np.testing.assert_allclose(
+        rec.users.emb.get_rows(np.array([0]))[0], [0.11790768, 0.1104616], atol=1e-6
+    )
+    got = rec.items.emb.get_rows(np.array([ri, rj]))
+    np.testing.assert_allclose(got[0], [0.30895384, -0.08209232], atol=1e-6)
+    np.testing.assert_allclose(got[1], [0.19104616, 0.38209232], atol=1e-6)
+    b = rec.items.bias.get_rows(np.array([ri, rj]))
+    np.testing.assert_allclose(b, [0.1895384, -0.2895384], atol=1e-6)
 
 
 def test_one_adagrad_step() -> None:

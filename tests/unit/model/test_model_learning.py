@@ -17,6 +17,17 @@ from streamrec.model.online import OnlineRecommender
 from streamrec.model.runtime import configure_threads
 from streamrec.model.testing import Event, planted_stream
 
+# The defaults before softmax and Adagrad (and the settings they were tuned with), kept
+# learning: a deployment may still set them.
+_BPR_SGD = {
+    "loss": "bpr",
+    "optimizer": "sgd",
+    "learning_rate": 0.25,
+    "item_learning_rate": 0.0,
+    "user_gradient_scale": 4.0,
+    "clip_norm": 1.0,
+}
+
 configure_threads(1, 1)  # before the first TF op: 2 shared cores
 
 POSITIVE = ("view", "click", "add_to_cart", "purchase")
@@ -60,8 +71,11 @@ def events() -> list[Event]:
     "make",
     [
         pytest.param(lambda: ModelConfig(dim=16), id="defaults"),
-        pytest.param(lambda: ModelConfig(dim=16, loss="softmax"), id="softmax"),
-        pytest.param(lambda: ModelConfig(dim=16, optimizer="adagrad"), id="adagrad"),
+        pytest.param(lambda: ModelConfig(dim=16, **_BPR_SGD), id="bpr-sgd"),
+        pytest.param(lambda: ModelConfig(dim=16, **{**_BPR_SGD, "loss": "softmax"}), id="softmax"),
+        pytest.param(
+            lambda: ModelConfig(dim=16, **{**_BPR_SGD, "optimizer": "adagrad"}), id="adagrad"
+        ),
     ],
 )
 def test_model_beats_decayed_popularity(
