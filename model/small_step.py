@@ -231,9 +231,12 @@ def _apply(
     if cfg.l2 > 0:
         l2 = _F(cfg.l2)
         g = {name: v if name == "b0" else v + l2 * x[name] for name, v in g.items()}
-    lr = _F(cfg.learning_rate)
+    lr_users = _F(cfg.learning_rate)
+    # item rows (embeddings, biases, item features) take their own rate, as in model.step
+    lr_items = _F(cfg.item_learning_rate or cfg.learning_rate)
     for name, (table, idx) in slots.items():
         v = g[name]
+        lr = lr_items if name in ("ei", "bi", "fi") else lr_users
         if cfg.optimizer == "adagrad":
             acc = table.get_acc_rows(idx) + v * v
             table.set_acc_rows(idx, acc)
