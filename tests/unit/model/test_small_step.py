@@ -69,6 +69,10 @@ CASES: list[dict[str, Any]] = [
 def test_numpy_step_matches_compiled_step(
     case: dict[str, Any], features: bool, explicit: bool
 ) -> None:
+    if case["optimizer"] == "sgd":
+        # The defaults are tuned for Adagrad; plain SGD at them grows rows past 10 in these
+        # steps, where float32 order alone moves results by 1e-3. SGD runs as it was tuned.
+        case = {"clip_norm": 1.0, "user_gradient_scale": 4.0, **case}
     cfg = ModelConfig(dim=8, seed=3, initial_capacity=16, **case)
     fast, ref = OnlineRecommender(cfg), OnlineRecommender(cfg)
     ref.small_batch_max = 0
